@@ -1,0 +1,94 @@
+"""Helpers every stage shares: errors, atomic outputs, stable JSON, image checks, the CLI wrapper."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+# Formats that both Pillow (the extract stage's check) and tf.io.decode_image (the features stage) read.
+DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "WEBP")
+
+
+class StageError(Exception):
+    """A problem the user can fix; the CLI prints it without a traceback and exits with status 1."""
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run a stage's CLI entry point, turning StageError and Ctrl-C into a message and a non-zero exit."""
+    try:
+        main()
+    except StageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a directory tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary sibling of `final` to write; rename it over `final` only if the block succeeds.
+
+    The next stage therefore never sees a half-written file or directory. `suffix` keeps the
+    extension for writers that insist on one (Keras wants `.keras`).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp{suffix}")
+    remove(tmp)
+    try:
+        yield tmp
+        remove(final)
+        os.replace(tmp, final)
+    finally:
+        remove(tmp)
+
+
+def _rounded(value: object, digits: int) -> object:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {key: _rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item, digits) for item in value]
+    return value
+
+
+def write_json(path: Path, data: object, digits: int = 6) -> None:
+    """Write JSON that diffs cleanly in git: sorted keys, rounded floats, trailing newline, atomic."""
+    text = json.dumps(_rounded(data, digits), indent=2, sort_keys=True) + "\n"
+    with atomic_output(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def check_image(path: Path) -> str | None:
+    """Return why `path` is not a usable image, or None when it decodes fully."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.format not in DECODABLE_FORMATS:
+                return f"{image.format} is not a supported format ({', '.join(DECODABLE_FORMATS)})"
+            # JPEGs decode at 1/8 scale: much faster, and a truncated stream still fails.
+            image.draft("RGB", (64, 64))
+            image.load()
+    except Image.DecompressionBombError as error:
+        return f"too large to decode safely: {error}"
+    except Image.UnidentifiedImageError:
+        return "not an image file (unrecognised content)"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"not a readable image: {error}"
+    return None

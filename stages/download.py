@@ -1,0 +1,185 @@
+"""Stage 1: fetch the archive named by data.url into data/raw/, checksum-verified and resumable.
+
+An interrupted HTTP transfer is kept under data/.partial/ (outside the stage's output, which DVC
+deletes before each run) and resumed with a Range request. The file reaches data/raw/ only once its
+md5 matches data.md5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from stages import params
+from stages.common import StageError, atomic_output, remove, run
+
+CHUNK = 1 << 20
+# Client errors that retrying cannot fix.
+PERMANENT_HTTP_ERRORS = {400, 401, 403, 404, 405, 410, 451}
+
+
+class TransientError(Exception):
+    """A failure worth retrying: dropped connection, timeout, 5xx, short body."""
+
+
+def archive_name(url: str) -> str:
+    """The file name the archive is saved under: the last path segment of the URL or path."""
+    parsed = urlparse(url)
+    path = parsed.path if parsed.scheme in ("http", "https", "file") else url
+    name = Path(unquote(path)).name
+    if not name:
+        raise StageError(f"data.url {url!r} does not end in a file name")
+    return name
+
+
+def local_source(url: str) -> Path | None:
+    """The local file behind a file:// URL or a plain path; None for http(s)."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https"):
+        return None
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive
+        raise StageError(f"data.url {url!r}: unsupported scheme {parsed.scheme!r} (use http(s)://, file:// or a path)")
+    return Path(url)
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _progress(total: int | None, initial: int, name: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr)
+
+
+def _copy_local(source: Path, partial: Path) -> None:
+    if not source.is_file():
+        raise StageError(f"data.url points to {source}, which is not a file; fix data.url in params.yaml")
+    with open(source, "rb") as src, open(partial, "wb") as dst, _progress(source.stat().st_size, 0, source.name) as bar:
+        while chunk := src.read(CHUNK):
+            dst.write(chunk)
+            bar.update(len(chunk))
+
+
+def _http_attempt(session, url: str, partial: Path, timeout: float) -> None:
+    """One GET, resuming from the partial file's size; raises TransientError to ask for a retry."""
+    import requests
+
+    have = partial.stat().st_size if partial.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
+            status = response.status_code
+            if status == 416:  # the partial file is not a prefix of what the server has now
+                remove(partial)
+                raise TransientError("server refused to resume (HTTP 416); starting over")
+            if status in PERMANENT_HTTP_ERRORS:
+                raise StageError(f"{url}: HTTP {status} {response.reason}; check data.url in params.yaml")
+            if status >= 400:
+                raise TransientError(f"HTTP {status} {response.reason}")
+            resumed = status == 206 and response.headers.get("Content-Range", "").startswith(f"bytes {have}-")
+            if have and not resumed:
+                print(f"{url}: server does not support resuming; starting over", file=sys.stderr)
+                have = 0
+            length = response.headers.get("Content-Length")
+            total = have + int(length) if length and length.isdigit() else None
+            with open(partial, "ab" if have else "wb") as out, _progress(total, have, partial.name) as bar:
+                for chunk in response.iter_content(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (requests.ConnectionError, requests.Timeout) as error:
+        raise TransientError(_reason(error)) from None
+    size = partial.stat().st_size
+    if total is not None and size < total:
+        raise TransientError(f"connection closed after {size} of {total} bytes")
+
+
+def _reason(error: Exception) -> str:
+    """The innermost message of a requests/urllib3 error, e.g. 'Connection refused' or 'Read timed out'."""
+    text = str(error)
+    for marker in ("Connection refused", "Read timed out", "timed out", "Name or service not known", "Connection reset"):
+        if marker in text:
+            return marker
+    return text.splitlines()[0][:200]
+
+
+def _download_http(url: str, partial: Path, timeout: float, retries: int, backoff: float) -> None:
+    import requests
+
+    with requests.Session() as session:
+        session.headers["User-Agent"] = "dvc-transfer-learning/1.0"
+        for attempt in range(retries + 1):
+            try:
+                _http_attempt(session, url, partial, timeout)
+                return
+            except TransientError as error:
+                if attempt == retries:
+                    kept = f"; the partial file {partial} is kept and the next run resumes it" if partial.exists() else ""
+                    raise StageError(f"could not download {url} after {retries + 1} attempts: {error}{kept}") from None
+                wait = backoff * 2**attempt
+                print(f"{url}: {error}; retrying in {wait:.0f} s ({attempt + 1}/{retries})", file=sys.stderr)
+                time.sleep(wait)
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    md5: str | None,
+    partial_dir: Path,
+    timeout: float = 60.0,
+    retries: int = 5,
+    backoff: float = 2.0,
+) -> Path:
+    """Download or copy `url` to `dest`, verifying `md5`; `dest` only ever holds a verified file."""
+    dest, partial_dir = Path(dest), Path(partial_dir)
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    # One partial file per URL, so changing data.url never resumes the wrong file.
+    partial = partial_dir / f"{hashlib.md5(url.encode()).hexdigest()[:12]}-{dest.name}.part"
+    source = local_source(url)
+    if source is not None:
+        _copy_local(source, partial)
+    else:
+        _download_http(url, partial, timeout, retries, backoff)
+
+    actual = file_md5(partial)
+    if md5 is None:
+        print(f"warning: data.md5 is null, so {url} is not verified (its md5 is {actual})", file=sys.stderr)
+    elif actual != md5:
+        remove(partial)
+        raise StageError(
+            f"checksum mismatch for {url}: expected md5 {md5}, got {actual}. The file was deleted; "
+            "check data.url and data.md5 in params.yaml"
+        )
+    with atomic_output(dest) as tmp:
+        shutil.move(partial, tmp)
+    return dest
+
+
+def main(raw_dir: Path, partial_dir: Path, timeout: float, retries: int) -> None:
+    data = params.load().data
+    dest = Path(raw_dir) / archive_name(data.url)
+    remove(Path(raw_dir))  # one archive in data/raw: the one data.url names
+    Path(raw_dir).mkdir(parents=True)
+    fetch(data.url, dest, data.md5, partial_dir, timeout=timeout, retries=retries)
+    print(f"downloaded {data.url} -> {dest}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("raw_dir", type=Path, help="where the verified archive is written (data/raw)")
+    parser.add_argument("--partial-dir", type=Path, default=Path("data/.partial"), help="where interrupted downloads wait")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
+    parser.add_argument("--retries", type=int, default=5, help="retries after a transient failure")
+    args = parser.parse_args()
+    run(lambda: main(args.raw_dir, args.partial_dir, args.timeout, args.retries))

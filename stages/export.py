@@ -1,0 +1,55 @@
+"""Stage 7: export one Keras model that classifies raw images: resize, preprocess, backbone, head.
+
+models/classifier.keras takes RGB images of any size (uint8 or float, 0-255) and returns class
+probabilities; models/classes.json beside it names the classes in output order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from stages import params
+from stages.common import StageError, atomic_output, run
+from stages.features import load_classes
+
+
+def build_classifier(head, config: params.FeaturesParams):
+    import keras
+
+    from stages.backbones import build_extractor
+
+    extractor = build_extractor(config.backbone, config.weights, config.image_size)
+    images = keras.Input((None, None, 3), name="images")
+    # The same bilinear resize as the features stage, so exported and cached predictions agree.
+    resized = keras.layers.Resizing(config.image_size, config.image_size, interpolation="bilinear")(images)
+    return keras.Model(images, head(extractor(resized)), name="classifier")
+
+
+def export(head_path: Path, features_dir: Path, classifier_path: Path, config: params.FeaturesParams) -> None:
+    import keras
+
+    if not Path(head_path).is_file():
+        raise StageError(f"{head_path} not found; run `dvc repro train` first")
+    classes = load_classes(features_dir)
+    classifier = build_classifier(keras.models.load_model(head_path, compile=False), config)
+    classifier_path = Path(classifier_path)
+    with atomic_output(classifier_path, suffix=".keras") as tmp:
+        classifier.save(tmp)
+    with atomic_output(classifier_path.with_name("classes.json")) as tmp:
+        shutil.copyfile(Path(features_dir) / "classes.json", tmp)
+    print(f"export: {config.backbone} + head, {len(classes)} classes -> {classifier_path}")
+
+
+def main(head_path: Path, features_dir: Path, classifier_path: Path) -> None:
+    export(head_path, features_dir, classifier_path, params.load().features)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("head_path", type=Path, help="the trained head (models/head.keras)")
+    parser.add_argument("features_dir", type=Path, help="cached features, for the class list (data/features)")
+    parser.add_argument("classifier_path", type=Path, help="where the classifier is written (models/classifier.keras)")
+    args = parser.parse_args()
+    run(lambda: main(args.head_path, args.features_dir, args.classifier_path))
