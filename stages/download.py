@@ -19,6 +19,9 @@ from stages import params
 from stages.common import StageError, atomic_output, remove, run
 
 CHUNK = 1 << 20
+# Network reads block until a whole chunk arrives and a dropped connection loses the chunk in flight,
+# so read the network in smaller pieces: resuming then keeps all but the last 64 KiB.
+NET_CHUNK = 1 << 16
 # Client errors that retrying cannot fix.
 PERMANENT_HTTP_ERRORS = {400, 401, 403, 404, 405, 410, 451}
 
@@ -95,11 +98,14 @@ def _http_attempt(session, url: str, partial: Path, timeout: float) -> None:
             length = response.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else None
             with open(partial, "ab" if have else "wb") as out, _progress(total, have, partial.name) as bar:
-                for chunk in response.iter_content(CHUNK):
+                for chunk in response.iter_content(NET_CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
-    except (requests.ConnectionError, requests.Timeout) as error:
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
+        # ChunkedEncodingError: the connection closed mid-body ("IncompleteRead"): resume it.
         raise TransientError(_reason(error)) from None
+    except requests.RequestException as error:  # an invalid URL and the like: retrying cannot help
+        raise StageError(f"could not download {url}: {error}; check data.url in params.yaml") from None
     size = partial.stat().st_size
     if total is not None and size < total:
         raise TransientError(f"connection closed after {size} of {total} bytes")
@@ -108,7 +114,8 @@ def _http_attempt(session, url: str, partial: Path, timeout: float) -> None:
 def _reason(error: Exception) -> str:
     """The innermost message of a requests/urllib3 error, e.g. 'Connection refused' or 'Read timed out'."""
     text = str(error)
-    for marker in ("Connection refused", "Read timed out", "timed out", "Name or service not known", "Connection reset"):
+    for marker in ("Connection refused", "Read timed out", "timed out", "Name or service not known", "Connection reset",
+                   "Connection broken"):
         if marker in text:
             return marker
     return text.splitlines()[0][:200]

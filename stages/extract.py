@@ -27,8 +27,9 @@ MAX_UNPACKED_BYTES = 20 * 2**30
 
 
 def _ignored(name: str) -> bool:
-    """macOS resource forks and hidden files: never data, whatever their suffix says."""
-    return any(part == "__MACOSX" or part.startswith(".") for part in PurePosixPath(name).parts)
+    """macOS resource forks and hidden files: never data, whatever their suffix says. (A `..` part is not
+    hidden: _target refuses it.)"""
+    return any(part == "__MACOSX" or (part.startswith(".") and part != "..") for part in PurePosixPath(name).parts)
 
 
 def _progress(**kwargs):
@@ -89,6 +90,15 @@ def _unpack_tar(archive: Path, dest: Path, max_bytes: int) -> None:
                 if written > max_bytes:
                     raise StageError(f"{archive}: unpacks to more than the {max_bytes:,}-byte limit")
                 tar.extract(member, dest, filter="data")
+            # tarfile ends the listing quietly at a header cut short; a whole tar ends with a zero block.
+            if tar.fileobj.tell() - tar.offset < tarfile.BLOCKSIZE:
+                raise StageError(f"{archive} is truncated or corrupt (no end-of-archive marker); download it again")
+
+
+def _starts_like_zip(archive: Path) -> bool:
+    """A zip's first local header: what a zip cut short (its directory is at the end) still has."""
+    with open(archive, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def unpack(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
@@ -99,6 +109,8 @@ def unpack(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> No
             _unpack_zip(archive, dest, max_bytes)
         elif tarfile.is_tarfile(archive):
             _unpack_tar(archive, dest, max_bytes)
+        elif _starts_like_zip(archive):
+            raise StageError(f"{archive} is truncated or corrupt (a zip with no central directory); download it again")
         else:
             raise StageError(f"{archive} is not a zip or tar archive; check data.url in params.yaml")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:

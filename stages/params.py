@@ -7,6 +7,7 @@ names the key, the value and what is allowed, and an unknown key suggests the ne
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -105,15 +106,18 @@ def _dropout(value: Any) -> float:
 
 
 def _positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError("must be a positive number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError("must be a positive finite number")
     return float(value)
 
 
-def _integer(minimum: int) -> Callable[[Any], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+
     def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"must be an integer >= {minimum}")
+        too_big = maximum is not None and isinstance(value, int) and value > maximum
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+            raise ValueError(f"must be {allowed}")
         return value
 
     return check
@@ -138,9 +142,12 @@ def _weights(value: Any) -> str | None:
     return value
 
 
+# NumPy (scikit-learn's split, Keras' seeding) takes seeds in [0, 2**32 - 1] only.
+SEED = _integer(0, 2**32 - 1)
+
 SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "data": {"url": _text, "md5": _md5, "exclude": _names},
-    "split": {"test": _fraction, "val": _fraction, "seed": _integer(0)},
+    "split": {"test": _fraction, "val": _fraction, "seed": SEED},
     "features": {
         "backbone": _choice(BACKBONES),
         "weights": _weights,
@@ -155,7 +162,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "hidden_units": _integer(1),
         "dropout": _dropout,
         "logistic_c": _positive_number,
-        "seed": _integer(0),
+        "seed": SEED,
     },
 }
 SECTIONS = {"data": DataParams, "split": SplitParams, "features": FeaturesParams, "train": TrainParams}
@@ -172,7 +179,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
     """Check a parsed params mapping against SCHEMA; raise StageError listing every problem."""
     if not isinstance(raw, dict):
         raise StageError(f"{source}: expected a mapping with sections {', '.join(SCHEMA)}")
-    problems = [_unknown(key, list(SCHEMA)) for key in raw if key not in SCHEMA]
+    problems = [_unknown(str(key), list(SCHEMA)) for key in raw if key not in SCHEMA]
     sections = {}
     for section, checks in SCHEMA.items():
         values = raw.get(section)

@@ -45,7 +45,7 @@ def pipeline_params(url: str, md5: str | None, **overrides) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update(url=url, md5=md5)
     params["features"].update(weights=None, image_size=32, batch_size=32)
-    params["train"].update(epochs=8, batch_size=16)
+    params["train"].update(epochs=30, batch_size=16, learning_rate=0.003, hidden_units=128)
     for key, value in overrides.items():
         section, name = key.split(".")
         params[section][name] = value
@@ -102,3 +102,24 @@ def archives(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
 def server():
     with FileServer() as running:
         yield running
+
+
+SMALL_FEATURES = dict(backbone="resnet50", weights=None, image_size=32, batch_size=8)
+SMALL_TRAIN = dict(head="dense", epochs=8, batch_size=16, learning_rate=0.001, hidden_units=64, dropout=0.5,
+                   logistic_c=1.0, seed=7)
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory) -> dict[str, Path]:
+    """Generated images, their split and cached features, made in-process once per session."""
+    from stages.features import extract_features
+    from stages.params import FeaturesParams
+    from stages.split import list_images, split_images, write_manifests
+    from tools.synthetic import make_image_folders
+
+    root = tmp_path_factory.mktemp("cache")
+    images, split, features = root / "images", root / "split", root / "features"
+    make_image_folders(images, n_classes=4, per_class=15, size=40, seed=3, extras=False)
+    write_manifests(split_images(list_images(images), 0.2, 0.2, 0), split)
+    extract_features(images, split, features, FeaturesParams(**SMALL_FEATURES))
+    return {"root": root, "images": images, "split": split, "features": features}

@@ -1,0 +1,375 @@
+"""stages/extract.py: every archive layout, unsafe and broken archives, and every kind of bad or odd image."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from stages import extract
+from stages.common import StageError
+from tests.conftest import ROOT, subprocess_env
+from tools.synthetic import make_image
+
+EXCLUDE = ("BACKGROUND_Google",)
+
+
+def image_bytes(index: int = 0, fmt: str = "JPEG", mode: str = "RGB", size: int = 32) -> bytes:
+    image = make_image(index, 4, size, np.random.default_rng(index)).convert(mode)
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+def good_classes(n_classes: int = 2, per_class: int = 3, prefix: str = "") -> dict[str, bytes]:
+    return {f"{prefix}class_{c}/image_{i}.jpg": image_bytes(c) for c in range(n_classes) for i in range(per_class)}
+
+
+def make_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(zipfile.ZipInfo(name), data, zipfile.ZIP_DEFLATED)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)  # a symlink, as Info-ZIP stores it
+            zf.writestr(info, target)
+    return path
+
+
+def make_tar(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | None = None,
+             hardlinks: dict[str, str] | None = None) -> Path:
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tar:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for kind, links in ((tarfile.SYMTYPE, symlinks or {}), (tarfile.LNKTYPE, hardlinks or {})):
+            for name, target in links.items():
+                info = tarfile.TarInfo(name)
+                info.type, info.linkname = kind, target
+                tar.addfile(info)
+    return path
+
+
+@pytest.fixture
+def out(tmp_path):
+    return {"images": tmp_path / "data" / "images", "report": tmp_path / "metrics" / "data.json",
+            "data": tmp_path / "data"}
+
+
+def run_extract(archive: Path, out: dict, exclude=EXCLUDE, **options) -> dict:
+    return extract.extract(archive, out["images"], out["report"], exclude, **options)
+
+
+def listing(images: Path) -> dict[str, list[str]]:
+    return {d.name: sorted(f.name for f in d.iterdir()) for d in sorted(images.iterdir())}
+
+
+def assert_failed_cleanly(out: dict) -> None:
+    """A failed extract leaves nothing at the images path, no report and no scratch folders."""
+    assert not out["images"].exists()
+    assert not out["report"].exists()
+    if out["data"].exists():  # no scratch folder (.images.unpack, .images.tmp) left behind
+        assert list(out["data"].iterdir()) == []
+
+
+def extract_error(archive: Path, out: dict, **options) -> str:
+    with pytest.raises(StageError) as caught:
+        run_extract(archive, out, **options)
+    assert_failed_cleanly(out)
+    return str(caught.value)
+
+
+# --- the layouts ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["official", "legacy", "user_zip", "user_tar"])
+def test_layouts(archives, out, name):
+    archive, expected = archives[name]
+    report = run_extract(archive, out)
+
+    assert report["images_per_class"] == expected["images_per_class"]
+    assert sorted(f["path"] for f in report["skipped_files"]) == sorted(expected["skipped"])
+    assert report["excluded"] == expected["excluded"]
+    assert report["empty_classes"] == []
+    assert report["n_classes"] == 4 and report["n_images"] == 48 and report["archive"] == archive.name
+    assert json.loads(out["report"].read_text()) == report
+    # data/images holds exactly the class folders with their good images: no BACKGROUND_Google, no
+    # __MACOSX, no Annotations, no corrupt JPEG or text file.
+    found = listing(out["images"])
+    assert sorted(found) == sorted(expected["images_per_class"])
+    assert {label: len(files) for label, files in found.items()} == expected["images_per_class"]
+    # No scratch folders left beside it.
+    assert sorted(p.name for p in out["data"].iterdir()) == ["images"]
+
+
+def test_official_zip_skips_macosx_decoys_and_annotations(archives, out):
+    archive, _ = archives["official"]
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+    assert any(n.startswith("__MACOSX/") and n.endswith(".tar.gz") for n in names)  # the decoys are there
+    run_extract(archive, out)
+    assert not any(p.suffix == ".mat" for p in out["images"].rglob("*"))
+
+
+def test_grayscale_and_cmyk_jpegs_are_kept_corrupt_and_text_left_out_with_reasons(archives, out):
+    archive, expected = archives["legacy"]
+    report = run_extract(archive, out)
+    first = sorted(expected["images_per_class"])[0]
+    with Image.open(out["images"] / first / "image_0001.jpg") as gray:
+        assert gray.mode == "L"
+    with Image.open(out["images"] / first / "image_0002.jpg") as cmyk:
+        assert cmyk.mode == "CMYK"
+    reasons = {f["path"].split("/")[-1]: f["reason"] for f in report["skipped_files"]}
+    assert "truncated" in reasons["image_corrupt.jpg"].lower()
+    assert "not an image" in reasons["notes.txt"]
+
+
+def test_exclude_naming_no_folder_warns(archives, out, capsys):
+    archive, expected = archives["user_zip"]
+    report = run_extract(archive, out, exclude=("BACKGROUND_Gogle",))
+    assert report["excluded"] == []
+    assert "data.exclude names 'BACKGROUND_Gogle', which is not a class folder" in capsys.readouterr().err
+
+
+def test_without_exclude_background_is_a_class(archives, out):
+    archive, _ = archives["legacy"]
+    report = run_extract(archive, out, exclude=())
+    assert report["images_per_class"]["BACKGROUND_Google"] == 3
+
+
+def test_rerun_replaces_previous_images(archives, out):
+    run_extract(archives["legacy"][0], out)
+    (out["images"] / "stale_class").mkdir()
+    report = run_extract(archives["user_zip"][0], out)
+    assert sorted(listing(out["images"])) == sorted(report["images_per_class"])
+
+
+# --- broken and unsafe archives ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.37, 0.9])
+@pytest.mark.parametrize("name", ["official", "legacy", "user_zip", "user_tar"])
+def test_truncated_archive(archives, out, tmp_path, name, fraction):
+    source, _ = archives[name]
+    archive = tmp_path / source.name
+    archive.write_bytes(source.read_bytes()[: int(source.stat().st_size * fraction)])
+    message = extract_error(archive, out)
+    assert "is truncated or corrupt" in message and "download it again" in message
+
+
+def test_tar_cut_at_a_header_boundary(archives, out, tmp_path):
+    source, _ = archives["user_tar"]
+    data = source.read_bytes()
+    with tarfile.open(source) as tar:
+        members = tar.getmembers()
+    middle = members[len(members) // 2].offset  # where a header starts: tarfile would stop there quietly
+    for cut in (middle, middle + 100):
+        archive = tmp_path / f"cut{cut}.tar"
+        archive.write_bytes(data[:cut])
+        assert "truncated or corrupt" in extract_error(archive, out)
+
+
+def test_not_an_archive(out, tmp_path):
+    archive = tmp_path / "caltech-101.zip"
+    archive.write_text("<html>Sign in to download</html>\n" * 40)
+    assert "is not a zip or tar archive" in extract_error(archive, out)
+    empty = tmp_path / "empty.zip"
+    empty.write_bytes(b"")
+    assert "is not a zip or tar archive" in extract_error(empty, out)
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar", ".tar.gz"])
+def test_empty_archive(out, tmp_path, suffix):
+    archive = tmp_path / f"empty{suffix}"
+    (make_zip if suffix == ".zip" else make_tar)(archive, {})
+    assert "holds no class folders" in extract_error(archive, out)
+
+
+def test_archive_without_class_folders(out, tmp_path):
+    flat = make_zip(tmp_path / "flat.zip", {f"image_{i}.jpg": image_bytes(i) for i in range(4)})
+    assert "holds no class folders" in extract_error(flat, out)
+    deep = make_tar(tmp_path / "deep.tar", good_classes(prefix="a/b/"))  # two folders down
+    assert "holds no class folders" in extract_error(deep, out)
+
+
+UNSAFE_NAMES = ["../evil.jpg", "class_0/../../evil.jpg", "/tmp/evil_absolute.jpg"]
+
+
+@pytest.mark.parametrize("maker", [make_zip, make_tar], ids=["zip", "tar"])
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_entries_escaping_the_target_are_refused(out, tmp_path, maker, name):
+    archive = maker(tmp_path / ("bad.zip" if maker is make_zip else "bad.tar"),
+                    {**good_classes(), name: image_bytes(3)})
+    message = extract_error(archive, out)
+    assert f"entry {name!r} would be written outside the extraction folder" in message
+    assert not (tmp_path / "evil.jpg").exists() and not (out["data"] / "evil.jpg").exists()
+    assert not Path("/tmp/evil_absolute.jpg").exists()
+
+
+@pytest.mark.parametrize("target", ["../../../../etc/passwd", "/etc/passwd"])
+def test_tar_symlink_pointing_outside_is_refused(out, tmp_path, target):
+    archive = make_tar(tmp_path / "links.tar", good_classes(), symlinks={"class_0/link.jpg": target})
+    message = extract_error(archive, out)
+    assert "refusing an unsafe entry" in message and "class_0/link.jpg" in message
+
+
+def test_tar_hardlink_pointing_outside_is_refused(out, tmp_path):
+    archive = make_tar(tmp_path / "links.tar", good_classes(), hardlinks={"class_0/link.jpg": "../../etc/passwd"})
+    message = extract_error(archive, out)
+    assert "refusing an unsafe entry" in message and "class_0/link.jpg" in message
+
+
+def test_zip_symlink_pointing_outside_is_refused(out, tmp_path):
+    archive = make_zip(tmp_path / "links.zip", good_classes(), symlinks={"class_0/link.jpg": "../../../etc/passwd"})
+    assert "would be written outside the extraction folder" in extract_error(archive, out)
+
+
+def test_links_inside_the_archive_are_skipped(out, tmp_path):
+    archive = make_tar(tmp_path / "links.tar", good_classes(), symlinks={"class_0/link.jpg": "image_0.jpg"})
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+    assert not (out["images"] / "class_0" / "link.jpg").exists()
+
+
+def test_zip_over_the_size_limit_is_refused(out, tmp_path):
+    bomb = make_zip(tmp_path / "bomb.zip", {**good_classes(), "class_0/zeros.jpg": bytes(2_000_000)})
+    assert bomb.stat().st_size < 100_000  # compresses to almost nothing
+    message = extract_error(bomb, out, max_bytes=1_000_000)
+    assert "over the 1,000,000-byte limit" in message
+
+
+def test_zip_whose_directory_lies_about_sizes_is_refused(out, tmp_path):
+    bomb = make_zip(tmp_path / "liar.zip", {**good_classes(), "class_0/zeros.jpg": bytes(2_000_000)})
+    data = bytearray(bomb.read_bytes())
+    # Patch the central directory's uncompressed size of that entry (offset 24 of its header) to 10 bytes.
+    header = data.find(b"class_0/zeros.jpg", data.find(b"PK\x01\x02")) - 46
+    assert data[header:header + 4] == b"PK\x01\x02"
+    data[header + 24:header + 28] = (10).to_bytes(4, "little")
+    bomb.write_bytes(bytes(data))
+    # The declared total passes the limit; the entry is caught unpacking (zipfile stops at the declared
+    # size and the CRC check fails), so only 10 bytes of it are ever written.
+    message = extract_error(bomb, out, max_bytes=1_000_000)
+    assert "is truncated or corrupt" in message and "CRC" in message
+
+
+def test_tar_over_the_size_limit_is_refused(out, tmp_path):
+    archive = make_tar(tmp_path / "big.tar.gz", {**good_classes(), "class_0/zeros.jpg": bytes(2_000_000)})
+    assert "more than the 1,000,000-byte limit" in extract_error(archive, out, max_bytes=1_000_000)
+
+
+# --- odd and bad images --------------------------------------------------------------------------
+
+
+def png16() -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_odd_images_kept_bad_ones_left_out_and_empty_class_reported(out, tmp_path):
+    jpeg = image_bytes(1)
+    big = io.BytesIO()
+    Image.new("RGB", (8000, 8000), (200, 40, 40)).save(big, "JPEG")  # solid colour: tiny file, 64 Mpx
+    kept = {
+        "mixed/normal.jpg": jpeg,
+        "mixed/png_named.jpg": image_bytes(1, "PNG"),
+        "mixed/sixteen_bit.png": png16(),
+        "mixed/rgba.png": image_bytes(1, "PNG", "RGBA"),
+        "mixed/cmyk.jpg": image_bytes(1, mode="CMYK"),
+        "mixed/gray.jpg": image_bytes(1, mode="L"),
+        "mixed/huge.jpg": big.getvalue(),
+        "fine/a.jpg": image_bytes(2),
+        "fine/b.jpg": image_bytes(2),
+    }
+    bad = {
+        "mixed/zero.jpg": (b"", "not an image"),
+        "mixed/truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
+        "mixed/text.jpg": (b"just some text\n", "not an image"),
+        "mixed/picture.tif": (image_bytes(1, "TIFF"), "TIFF is not a supported format"),
+        "all_bad/zero.jpg": (b"", "not an image"),
+        "all_bad/text.jpg": (b"hello\n", "not an image"),
+        "README.txt": (b"top-level stray file\n", "not inside a class folder"),
+    }
+    archive = make_zip(tmp_path / "odd.zip", {**kept, **{name: data for name, (data, _) in bad.items()}})
+    report = run_extract(archive, out)
+
+    assert report["images_per_class"] == {"fine": 2, "mixed": 7}
+    assert report["empty_classes"] == ["all_bad"]
+    assert not (out["images"] / "all_bad").exists()
+    assert {f"{d}/{f}" for d, files in listing(out["images"]).items() for f in files} == set(kept)
+    for name, data in kept.items():
+        assert (out["images"] / name).read_bytes() == data  # moved unchanged, not re-encoded
+    reasons = {f["path"]: f["reason"] for f in report["skipped_files"]}
+    assert set(reasons) == set(bad)
+    for name, (_, why) in bad.items():
+        assert why.lower() in reasons[name].lower(), (name, reasons[name])
+    assert json.loads(out["report"].read_text())["empty_classes"] == ["all_bad"]
+
+
+def test_fewer_than_two_usable_classes(out, tmp_path):
+    archive = make_tar(tmp_path / "one.tar", {**good_classes(1), "broken/x.jpg": b"",
+                                              "BACKGROUND_Google/a.jpg": image_bytes(2)})
+    message = extract_error(archive, out)
+    assert "1 class folder(s) with valid images after data.exclude; a classifier needs at least 2" in message
+
+
+def test_hidden_files_are_ignored(out, tmp_path):
+    archive = make_zip(tmp_path / "hidden.zip", {**good_classes(), "class_0/.DS_Store": b"\0\0\0\1Bud1",
+                                                 ".hidden/a.jpg": image_bytes(1)})
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+    assert report["skipped_files"] == []
+
+
+# --- the stage's command line -------------------------------------------------------------------
+
+
+def run_stage(cwd: Path, exclude: list[str]) -> subprocess.CompletedProcess:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["exclude"] = exclude
+    (cwd / "params.yaml").write_text(yaml.safe_dump(raw))
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "stages.extract", "data/raw", "data/images", "metrics/data.json"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_extracts_the_one_archive_in_raw(archives, tmp_path):
+    archive, expected = archives["official"]
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / archive.name).symlink_to(archive)
+    result = run_stage(tmp_path, ["BACKGROUND_Google"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "metrics" / "data.json").read_text())
+    assert report["images_per_class"] == expected["images_per_class"]
+    assert report["excluded"] == ["BACKGROUND_Google"]
+
+
+def test_cli_bad_archive_exits_non_zero_with_message(tmp_path):
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    make_tar(tmp_path / "data" / "raw" / "evil.tar", good_classes(), symlinks={"class_0/x.jpg": "/etc/passwd"})
+    result = run_stage(tmp_path, [])
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "refusing an unsafe entry" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data" / "images").exists() and not (tmp_path / "metrics").exists()
+
+
+@pytest.mark.parametrize("files", [[], ["a.zip", "b.zip"]])
+def test_cli_needs_exactly_one_archive(tmp_path, files):
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    for name in files:
+        (tmp_path / "data" / "raw" / name).write_bytes(b"x")
+    result = run_stage(tmp_path, [])
+    assert result.returncode == 1
+    assert f"expected exactly one archive in data/raw, found {len(files)}" in result.stderr

@@ -1,0 +1,81 @@
+"""A stage killed mid-way leaves no half-written output, and the rerun gives exactly a clean run's result."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from stages.split import list_images, split_images, write_manifests
+from tests.conftest import ROOT, subprocess_env
+from tools.synthetic import make_image_folders
+
+def features_command() -> tuple[list[str], dict]:
+    """`python -m stages.features data/images data/split data/features`, importing this checkout's stages."""
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(ROOT)
+    return [sys.executable, "-m", "stages.features", "data/images", "data/split", "data/features"], env
+
+
+def make_project(folder: Path) -> Path:
+    """A folder with params.yaml, data/images and data/split: what the features stage reads."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["features"].update(backbone="resnet50", weights=None, image_size=32, batch_size=4)
+    folder.mkdir(parents=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+    images = folder / "data" / "images"
+    make_image_folders(images, n_classes=3, per_class=30, size=32, seed=5, extras=False)
+    write_manifests(split_images(list_images(images), 0.2, 0.2, 42), folder / "data" / "split")
+    return folder
+
+
+def run_features(cwd: Path) -> None:
+    command, env = features_command()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def output_files(features: Path) -> dict[str, bytes]:
+    return {p.relative_to(features).as_posix(): p.read_bytes() for p in sorted(features.rglob("*")) if p.is_file()}
+
+
+def test_features_killed_halfway_then_rerun_equals_clean_run(tmp_path):
+    project = make_project(tmp_path / "project")
+    data = project / "data"
+    tmp_output = data / ".features.tmp"
+    command, env = features_command()
+
+    log = tmp_path / "killed_run.log"
+    with open(log, "wb") as output:  # a file, not a pipe, so a full pipe can never block the stage
+        process = subprocess.Popen(command, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        # Once the first features file is open in the temporary output, the stage is mid-write: kill it.
+        while not (tmp_output / "train" / "features.npy").exists():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the features stage never started writing"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert tmp_output.exists() and not (data / "features").exists()  # killed halfway: only the temporary
+
+    run_features(project)  # the rerun
+    clean = make_project(tmp_path / "clean")
+    run_features(clean)
+
+    resumed, expected = output_files(data / "features"), output_files(clean / "data" / "features")
+    assert sorted(resumed) == sorted(expected) == [
+        "classes.json",
+        *(f"{part}/{name}" for part in ("test", "train", "val") for name in ("features.npy", "labels.npy")),
+    ]
+    assert resumed == expected  # byte-identical .npy files
+    assert sorted(p.name for p in data.iterdir()) == ["features", "images", "split"]  # no temporary left

@@ -1,0 +1,198 @@
+"""stages/params.py: every key checked for type and range before any work; unknown keys get a suggestion."""
+
+from __future__ import annotations
+
+import copy
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import params
+from stages.common import StageError
+from tests.conftest import ROOT, subprocess_env
+
+GOOD = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_value(key: str, value, raw: dict | None = None) -> dict:
+    """A copy of the repository's params with `section.name` set to value."""
+    raw = copy.deepcopy(GOOD if raw is None else raw)
+    section, name = key.split(".")
+    raw[section][name] = value
+    return raw
+
+
+def problem(raw) -> str:
+    with pytest.raises(StageError) as caught:
+        params.validate(raw)
+    return str(caught.value)
+
+
+def run_stage(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m stages.<module> args` in cwd (which holds params.yaml), importing this checkout's stages."""
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", f"stages.{module}", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_repository_params_are_valid():
+    loaded = params.load(ROOT / "params.yaml")
+    assert loaded.data.md5 == "3138e1922a9193bfa496528edbbc45d0"
+    assert loaded.data.exclude == ("BACKGROUND_Google",)
+    assert loaded.split == params.SplitParams(test=0.2, val=0.2, seed=42)
+    assert loaded.features.backbone == "resnet50" and loaded.features.image_size == 256
+    assert loaded.train.head == "dense" and loaded.train.dropout == 0.5
+
+
+def test_valid_edge_values_are_accepted(tmp_path):
+    weights = tmp_path / "weights.h5"
+    weights.write_bytes(b"not really weights")
+    raw = with_value("data.md5", "3138E1922A9193BFA496528EDBBC45D0")
+    raw = with_value("data.exclude", None, raw)
+    raw = with_value("features.weights", str(weights), raw)
+    raw = with_value("features.image_size", 32, raw)
+    raw = with_value("train.dropout", 0, raw)
+    raw = with_value("split.seed", 2**32 - 1, raw)
+    loaded = params.validate(raw)
+    assert loaded.data.md5 == "3138e1922a9193bfa496528edbbc45d0"  # normalised to lower case
+    assert loaded.data.exclude == ()
+    assert loaded.features.weights == str(weights)
+    assert loaded.train.dropout == 0.0
+    assert params.validate(with_value("data.md5", None)).data.md5 is None
+    assert params.validate(with_value("features.weights", None)).features.weights is None
+
+
+@pytest.mark.parametrize("key, value", [
+    ("data.url", ""),
+    ("data.url", 5),
+    ("data.md5", "3138e1922a9193bfa496528edbbc45d"),  # 31 characters
+    ("data.md5", "zz38e1922a9193bfa496528edbbc45d0"),  # not hex
+    ("data.exclude", "BACKGROUND_Google"),  # a string, not a list
+    ("data.exclude", [1]),
+    ("split.test", 0),
+    ("split.test", 1),
+    ("split.test", 1.5),
+    ("split.test", -0.2),
+    ("split.test", "0.2"),
+    ("split.test", True),
+    ("split.test", math.nan),
+    ("split.val", 0.0),
+    ("split.seed", -1),
+    ("split.seed", 1.5),
+    ("split.seed", 2**32),  # NumPy rejects seeds >= 2**32
+    ("features.backbone", "resnet51"),
+    ("features.weights", "no/such/weights.h5"),
+    ("features.weights", 5),
+    ("features.image_size", 31),
+    ("features.image_size", 224.0),
+    ("features.batch_size", 0),
+    ("train.head", "svm"),
+    ("train.epochs", 0),
+    ("train.batch_size", "32"),
+    ("train.learning_rate", 0),
+    ("train.learning_rate", -0.001),
+    ("train.learning_rate", math.inf),
+    ("train.hidden_units", 0),
+    ("train.dropout", 1),
+    ("train.dropout", -0.1),
+    ("train.logistic_c", 0),
+    ("train.seed", -3),
+    ("train.seed", False),
+])
+def test_bad_value_is_rejected_naming_key_and_value(key, value):
+    message = problem(with_value(key, value))
+    assert f"{key} must be" in message or f"{key} is not an existing file" in message
+    assert repr(value) in message
+
+
+def test_every_problem_is_reported_at_once():
+    raw = with_value("split.test", 2)
+    raw = with_value("train.epochs", -1, raw)
+    raw = with_value("features.backbone", "vgg", raw)
+    message = problem(raw)
+    assert "split.test" in message and "train.epochs" in message and "features.backbone" in message
+
+
+def test_unknown_key_suggests_nearest_known_key():
+    raw = copy.deepcopy(GOOD)
+    raw["train"]["dropuot"] = raw["train"].pop("dropout")
+    message = problem(raw)
+    assert "unknown key train.dropuot; did you mean train.dropout?" in message
+    assert "missing key train.dropout" in message
+
+
+def test_unknown_section_suggests_nearest_section():
+    raw = copy.deepcopy(GOOD)
+    raw["trian"] = {}
+    assert "unknown key trian; did you mean train?" in problem(raw)
+
+
+def test_unknown_key_without_close_match_lists_known_keys():
+    raw = with_value("split.zzz", 1)
+    assert "unknown key split.zzz; known keys: split.test, split.val, split.seed" in problem(raw)
+
+
+def test_non_string_top_level_key_is_reported_not_a_crash():
+    raw = copy.deepcopy(GOOD)
+    raw[1] = "x"
+    assert "unknown key 1" in problem(raw)
+
+
+def test_missing_key_and_missing_section():
+    raw = copy.deepcopy(GOOD)
+    del raw["split"]["seed"]
+    del raw["features"]
+    message = problem(raw)
+    assert "missing key split.seed" in message
+    assert "missing section features" in message
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("data: [unclosed\n", "is not valid YAML"),
+    ("data:\n\t- tab\n", "is not valid YAML"),
+    ("", "expected a mapping"),
+    ("- a\n- b\n", "expected a mapping"),
+])
+def test_bad_yaml(tmp_path, text, expected):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(StageError, match=expected):
+        params.load(path)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(StageError, match="not found"):
+        params.load(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("module, args, untouched", [
+    ("download", ["data/raw"], "data/raw/old.zip"),
+    ("extract", ["data/raw", "data/images", "metrics/data.json"], "data/raw/old.zip"),
+    ("split", ["data/images", "data/split"], "data/images/cat/a.jpg"),
+    ("features", ["data/images", "data/split", "data/features"], "data/images/cat/a.jpg"),
+    ("train", ["data/features", "models/head.keras", "metrics/train"], "data/images/cat/a.jpg"),
+    ("evaluate", ["data/features", "data/split", "models/head.keras", "metrics"], "data/images/cat/a.jpg"),
+    ("export", ["models/head.keras", "data/features", "models/classifier.keras"], "data/images/cat/a.jpg"),
+])
+def test_stage_with_bad_params_exits_before_any_work(tmp_path, module, args, untouched):
+    raw = with_value("train.dropuot", 0.5, with_value("split.test", 1.5))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    for existing in ("data/raw/old.zip", "data/images/cat/a.jpg"):
+        (tmp_path / existing).parent.mkdir(parents=True)
+        (tmp_path / existing).write_bytes(b"old")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+    result = run_stage(tmp_path, module, *args)
+
+    assert result.returncode == 1
+    assert "split.test must be a number strictly between 0 and 1, got 1.5" in result.stderr
+    assert "did you mean train.dropout?" in result.stderr
+    assert "Traceback" not in result.stderr
+    # No work done: nothing deleted (download clears data/raw first), nothing created.
+    assert (tmp_path / untouched).read_bytes() == b"old"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
