@@ -21,10 +21,11 @@ def build_classifier(head, config: params.FeaturesParams):
     from stages.backbones import build_extractor
 
     extractor = build_extractor(config.backbone, config.weights, config.image_size)
-    images = keras.Input((None, None, 3), name="images")
+    images = keras.Input((None, None, 3), name="raw_images")
     # The same bilinear resize as the features stage, so exported and cached predictions agree.
     resized = keras.layers.Resizing(config.image_size, config.image_size, interpolation="bilinear")(images)
-    return keras.Model(images, head(extractor(resized)), name="classifier")
+    # training=False pins BatchNorm to its learned statistics inside the combined graph.
+    return keras.Model(images, head(extractor(resized), training=False), name="classifier")
 
 
 def export(head_path: Path, features_dir: Path, classifier_path: Path, config: params.FeaturesParams) -> None:

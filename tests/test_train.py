@@ -1,0 +1,87 @@
+"""The train stage: the tutorial's head, determinism, DVCLive logs, and the logistic head."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from stages.params import TrainParams
+from stages.train import dense_head, fit_logistic, train
+from tests.conftest import SMALL_TRAIN
+
+
+def test_dense_head_has_the_tutorials_layers():
+    model = dense_head(2048, 101, 512, 0.5)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["BatchNormalization", "Dropout", "Dense", "BatchNormalization", "Dropout", "Dense"]
+    assert [model.layers[i].rate for i in (1, 4)] == [0.5, 0.5]
+    assert model.layers[2].units == 512 and model.layers[2].activation.__name__ == "relu"
+    assert model.layers[5].units == 101 and model.layers[5].activation.__name__ == "softmax"
+    assert model.input_shape == (None, 2048) and model.output_shape == (None, 101)
+
+
+def run_train(feature_cache, out, **overrides):
+    config = TrainParams(**{**SMALL_TRAIN, **overrides})
+    train(feature_cache["features"], out / "head.keras", out / "live", config)
+    return keras.models.load_model(out / "head.keras")
+
+
+def test_training_is_deterministic_and_logged(feature_cache, tmp_path):
+    first = run_train(feature_cache, tmp_path / "a")
+    second = run_train(feature_cache, tmp_path / "b")
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    live = tmp_path / "a" / "live"
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == SMALL_TRAIN["epochs"] - 1
+    assert set(summary["train"]) == set(summary["eval"]) == {"loss", "accuracy"}
+    for split in ("train", "eval"):
+        for metric in ("loss", "accuracy"):
+            rows = (live / "plots" / "metrics" / split / f"{metric}.tsv").read_text().splitlines()
+            assert rows[0] == f"step\t{metric}" and len(rows) == 1 + SMALL_TRAIN["epochs"]
+    assert (live / "metrics.json").read_text() == (tmp_path / "b" / "live" / "metrics.json").read_text()
+
+
+def test_a_different_seed_gives_a_different_head(feature_cache, tmp_path):
+    first = run_train(feature_cache, tmp_path / "a", epochs=1)
+    second = run_train(feature_cache, tmp_path / "b", epochs=1, seed=8)
+    assert not np.array_equal(first.get_weights()[-2], second.get_weights()[-2])
+
+
+class FakeLive:
+    def __init__(self):
+        self.logged = {}
+
+    def log_metric(self, name, value):
+        self.logged[name] = value
+
+    def next_step(self):
+        pass
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_logistic_head_as_keras_matches_scikit_learn(n_classes):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(n_classes), 20)
+    x = (rng.normal(0, 1, (len(y), 16)) + y[:, None] * 0.7).astype(np.float32) * 5 + 3
+    config = TrainParams(**{**SMALL_TRAIN, "head": "logistic", "logistic_c": 0.5})
+    live = FakeLive()
+    model = fit_logistic((x, y), (x, y), n_classes, config, live)
+
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(C=0.5, max_iter=2000, random_state=config.seed).fit(scaler.transform(x), y)
+    expected = reference.predict_proba(scaler.transform(x))
+    np.testing.assert_allclose(np.asarray(model.predict(x, verbose=0)), expected, atol=1e-4)
+    assert set(live.logged) == {"train/loss", "train/accuracy", "eval/loss", "eval/accuracy"}
+
+
+def test_logistic_head_saves_a_loadable_model(feature_cache, tmp_path):
+    model = run_train(feature_cache, tmp_path, head="logistic")
+    features = np.load(feature_cache["features"] / "test" / "features.npy")
+    probabilities = model.predict(features, verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
