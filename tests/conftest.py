@@ -2,83 +2,37 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.http_server import FileServer
+from tools import scratch_repo
+from tools.scratch_repo import ROOT, md5_of, subprocess_env, write_params  # noqa: F401  (used by test modules)
+from tools.scratch_repo import small_params as pipeline_params  # noqa: F401
 from tools.synthetic import make_archive
-
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "tools", ".gitignore"]
-
-
-def md5_of(path: Path) -> str:
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
-
-
-def subprocess_env() -> dict[str, str]:
-    """The environment for `dvc` and `python -m stages...`: this interpreter's bin first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    env.pop("PYTHONPATH", None)
-    return env
 
 
 def sh(cwd: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a command in cwd, capturing output; on an unexpected status, fail showing its output."""
-    result = subprocess.run(args, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
-    return result
-
-
-def pipeline_params(url: str, md5: str | None, **overrides) -> dict:
-    """params.yaml for tests: a local archive, random-init backbone at 32 px, small batches."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(url=url, md5=md5)
-    params["features"].update(weights=None, image_size=32, batch_size=32)
-    params["train"].update(epochs=30, batch_size=16, learning_rate=0.003, hidden_units=128)
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        params[section][name] = value
-    return params
-
-
-def write_params(repo: Path, params: dict) -> None:
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def make_repo(path: Path, params: dict) -> Path:
-    """A fresh git + DVC repository holding the project's pipeline and the given params, committed."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, path / name)
-    write_params(path, params)
-    sh(path, "git", "init", "-q", "-b", "main")
-    sh(path, "git", "config", "user.email", "tests@example.com")
-    sh(path, "git", "config", "user.name", "tests")
-    sh(path, sys.executable, "-m", "dvc", "init", "-q")
-    sh(path, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
-    sh(path, sys.executable, "-m", "dvc", "config", "core.autostage", "true")
-    sh(path, "git", "add", "-A")
-    sh(path, "git", "commit", "-qm", "pipeline")
-    return path
+    try:
+        return scratch_repo.run(cwd, *args, check=check, timeout=timeout)
+    except scratch_repo.CommandFailed as error:
+        pytest.fail(str(error))
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return sh(repo, sys.executable, "-m", "dvc", *args, check=check)
+
+
+def make_repo(path: Path, params: dict) -> Path:
+    """A fresh git + DVC repository holding the project's pipeline and the given params, committed."""
+    try:
+        return scratch_repo.make_repo(path, params)
+    except scratch_repo.CommandFailed as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,249 @@
+"""Reproducibility workflows, end to end with real `dvc` commands on a small generated archive (CPU, 32 px,
+random-init backbone): determinism, nothing run twice, offline status, diffs across commits, experiments
+(direct and queued), and a shared cache through a DVC remote.
+
+One module-scoped fixture pays for the two full `dvc repro` runs (the only ones here); every other test works
+in a `git clone` of the first run that pulls its data from a local DVC remote, and so reruns at most the
+three head stages.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.http_server import FileServer
+from tools.check_reproducible import RunReport, compare_runs, reproduce
+from tools.scratch_repo import (
+    clone,
+    commit_all,
+    copy_pipeline,
+    dvc,
+    git,
+    make_repo,
+    md5_of,
+    read_params,
+    small_params,
+    stages_restored,
+    stages_run,
+    stages_skipped,
+    write_params,
+)
+from tools.synthetic import make_archive
+
+HEAD_STAGES = ["train", "evaluate", "export"]
+UP_TO_DATE = "Data and pipelines are up to date."
+
+
+@dataclass
+class Runs:
+    a: Path  # first run: committed, its data pushed to `remote`
+    b: Path  # second run from scratch, same params, own cache
+    reports: list[RunReport]
+    url: str  # data.url of both: served over HTTP during the runs, dead afterwards
+    remote: Path
+
+
+def output(result) -> str:
+    return f"{result.stdout}\n{result.stderr}"
+
+
+def status(repo: Path) -> dict:
+    text = dvc(repo, "status", "--json").stdout.strip()
+    return json.loads(text[text.index("{"):])
+
+
+def metrics_of(repo: Path) -> dict:
+    return json.loads((repo / "metrics/test.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Runs:
+    root = tmp_path_factory.mktemp("workflows")
+    archive = root / "101_ObjectCategories.tar.gz"
+    make_archive(archive, layout="legacy", n_classes=4, per_class=15, size=32)
+    pipeline = copy_pipeline(root / "pipeline")  # one snapshot: edits to the checkout meanwhile cannot leak in
+    with FileServer() as server:
+        url = server.add("/files/101_ObjectCategories.tar.gz", archive.read_bytes())
+        params = small_params(url, md5_of(archive))
+        reports = [reproduce(make_repo(root / name, params, source=pipeline), f"run {name}") for name in "ab"]
+    # The server is shut down: from here on data.url points at a closed port.
+    for report in reports:
+        if not report.stages:
+            pytest.fail("\n".join(report.problems))
+    a, b = reports[0].repo, reports[1].repo
+    remote = root / "remote"
+    dvc(a, "remote", "add", "-d", "storage", str(remote))
+    commit_all(a, "reproduce")  # dvc.lock, the cache: false metrics, .gitignore files, the remote
+    commit_all(b, "reproduce")
+    dvc(a, "push")
+    return Runs(a, b, reports, url, remote)
+
+
+def pulled_clone(runs: Runs, dest: Path) -> Path:
+    """A `git clone` of the first run with its DVC data pulled from the shared remote."""
+    repo = clone(runs.a, dest)
+    dvc(repo, "pull")
+    return repo
+
+
+# ------------------------------------------------------------------------------------------- determinism
+
+
+def test_two_clean_runs_give_byte_identical_outputs(runs):
+    a, b = runs.a, runs.b
+    manifests = sorted(p.relative_to(a).as_posix() for p in (a / "data/split").glob("*.csv"))
+    arrays = sorted(p.relative_to(a).as_posix() for p in (a / "data/features").glob("*/*.npy"))
+    assert manifests == ["data/split/test.csv", "data/split/train.csv", "data/split/val.csv"]
+    assert len(arrays) == 6  # {train,val,test}/{features,labels}.npy
+    for path in manifests + arrays + ["metrics/test.json"]:
+        assert md5_of(a / path) == md5_of(b / path), f"{path} differs between two clean runs"
+    assert metrics_of(a)["n_test"] == 12
+    # Everything else too: every declared output (.keras models by content) and dvc.lock.
+    assert compare_runs(a, b) == []
+
+
+# ------------------------------------------------------------------------------------------- nothing twice
+
+
+def test_second_repro_runs_nothing_and_status_is_clean_with_the_server_gone(runs):
+    # Checked by reproduce() right after each first run: status clean, second repro ran nothing, same dvc.lock.
+    assert [r.problems for r in runs.reports] == [[], []]
+    assert [r.stages for r in runs.reports] == [["download", "extract", "split", "features", *HEAD_STAGES]] * 2
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(runs.url, timeout=5)  # the network source is really gone
+    for repo in (runs.a, runs.b):
+        assert read_params(repo)["data"]["url"] == runs.url
+        assert status(repo) == {}
+        assert UP_TO_DATE in dvc(repo, "status").stdout
+        assert dvc(repo, "status", "-q", check=False).returncode == 0
+        lock = (repo / "dvc.lock").read_bytes()
+        result = dvc(repo, "repro")
+        assert stages_run(output(result)) == [] and stages_restored(output(result)) == []
+        assert UP_TO_DATE in output(result)
+        assert (repo / "dvc.lock").read_bytes() == lock
+        assert git(repo, "status", "--porcelain").stdout == ""
+
+
+# ------------------------------------------------------------------------------------------- shared cache
+
+
+def test_push_then_pull_in_a_clone_skips_every_stage(runs, tmp_path):
+    assert len([p for p in runs.remote.rglob("*") if p.is_file()]) > 60  # images, features, models, ...
+    repo = clone(runs.a, tmp_path / "clone")
+    assert not (repo / "data/features").exists()
+    assert status(repo) != {}  # outputs missing before the pull
+    dvc(repo, "pull")
+    assert status(repo) == {}
+    result = dvc(repo, "repro")
+    assert stages_run(output(result)) == [] and stages_restored(output(result)) == []
+    assert "features" in stages_skipped(output(result))
+    assert UP_TO_DATE in output(result)
+    for path in ("data/features/train/features.npy", "models/head.keras", "models/classifier.keras"):
+        assert md5_of(repo / path) == md5_of(runs.a / path)
+    assert git(repo, "status", "--porcelain").stdout == ""
+
+
+# ------------------------------------------------------------------------------------------- across commits
+
+
+def test_metrics_and_params_diff_across_commits(runs, tmp_path):
+    repo = pulled_clone(runs, tmp_path / "clone")
+    git(repo, "checkout", "-q", "-b", "dropout-0.3")
+    params = read_params(repo)
+    params["train"]["dropout"] = 0.3
+    write_params(repo, params)
+    result = dvc(repo, "repro")
+    assert stages_run(output(result)) == HEAD_STAGES
+    commit_all(repo, "dropout 0.3")
+    old, new = metrics_of(runs.a), metrics_of(repo)
+    assert new["loss"] != old["loss"]
+
+    diff = json.loads(dvc(repo, "metrics", "diff", "main", "dropout-0.3", "--json").stdout)
+    changed = diff["metrics/test.json"]
+    assert changed["loss"] == {"old": old["loss"], "new": new["loss"], "diff": pytest.approx(new["loss"] - old["loss"])}
+    assert all(entry["old"] != entry["new"] for entry in changed.values())
+    full = json.loads(dvc(repo, "metrics", "diff", "main", "dropout-0.3", "--all", "--json").stdout)
+    accuracy = full["metrics/test.json"]["accuracy"]
+    assert set(accuracy) == {"old", "new", "diff"}
+    assert (accuracy["old"], accuracy["new"]) == (old["accuracy"], new["accuracy"])
+    assert accuracy["diff"] == pytest.approx(new["accuracy"] - old["accuracy"])
+    assert set(full["metrics/test.json"]) == set(old)
+    assert "metrics/train/metrics.json" in full
+
+    md = dvc(repo, "metrics", "diff", "main", "dropout-0.3", "--md").stdout
+    assert md.lstrip().startswith("| Path") and "| main" in md and "| dropout-0.3" in md
+    assert any(line.startswith("| metrics/test.json") and "| loss" in line for line in md.splitlines())
+    plain = dvc(repo, "metrics", "diff", "main", "dropout-0.3").stdout
+    assert "metrics/test.json" in plain and "loss" in plain
+
+    params_diff = json.loads(dvc(repo, "params", "diff", "main", "dropout-0.3", "--json").stdout)
+    assert params_diff == {"params.yaml": {"train.dropout": {"old": 0.5, "new": 0.3, "diff": pytest.approx(-0.2)}}}
+    for flags in ((), ("--md",)):
+        text = dvc(repo, "params", "diff", "main", "dropout-0.3", *flags).stdout
+        line = next(line for line in text.splitlines() if "train.dropout" in line)
+        assert "0.5" in line and "0.3" in line
+
+
+# ------------------------------------------------------------------------------------------- experiments
+
+
+def exp_show_rows(repo: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(dvc(repo, "exp", "show", "--csv").stdout)))
+
+
+def test_experiment_reruns_only_the_head_and_is_listed_beside_the_baseline(runs, tmp_path):
+    repo = pulled_clone(runs, tmp_path / "clone")
+    result = dvc(repo, "exp", "run", "-S", "train.dropout=0.3")
+    log = output(result)
+    assert stages_run(log) == HEAD_STAGES
+    assert "features" in stages_skipped(log) and "Running stage 'features'" not in log
+    assert stages_restored(log) == []
+    experiment = metrics_of(repo)  # the results are applied to the workspace
+
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    baseline = next(entry for entry in shown if entry.get("name") == "main")
+    assert baseline["data"]["params"]["params.yaml"]["data"]["train"]["dropout"] == 0.5
+    assert baseline["data"]["metrics"]["metrics/test.json"]["data"] == metrics_of(runs.a)
+    (run,) = [rev for exp in baseline["experiments"] for rev in exp["revs"]]
+    assert run["data"]["params"]["params.yaml"]["data"]["train"]["dropout"] == 0.3
+    assert run["data"]["metrics"]["metrics/test.json"]["data"] == experiment
+    assert experiment["loss"] != metrics_of(runs.a)["loss"]
+
+    rows = {row["rev"] if row["typ"] == "baseline" else row["Experiment"]: row for row in exp_show_rows(repo)}
+    assert rows["main"]["train.dropout"] == "0.5" and float(rows["main"]["loss"]) == metrics_of(runs.a)["loss"]
+    assert rows[run["name"]]["train.dropout"] == "0.3" and float(rows[run["name"]]["loss"]) == experiment["loss"]
+
+
+def test_queued_experiment_runs_in_the_background(runs, tmp_path):
+    repo = pulled_clone(runs, tmp_path / "clone")
+    queued = output(dvc(repo, "exp", "run", "--queue", "-S", "train.dropout=0.7"))
+    name = queued.split("Queued experiment '")[1].split("'")[0]
+    assert status(repo) == {}  # queueing runs nothing in the workspace
+    try:
+        dvc(repo, "queue", "start")
+        deadline = time.monotonic() + 420
+        while True:
+            line = next((l for l in dvc(repo, "queue", "status").stdout.splitlines() if name in l), "")
+            if "Success" in line or "Failed" in line or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+    finally:
+        dvc(repo, "queue", "stop", check=False)
+    assert "Success" in line, dvc(repo, "queue", "logs", name, check=False).stdout[-4000:]
+    log = dvc(repo, "queue", "logs", name).stdout
+    assert stages_run(log) == HEAD_STAGES and "features" in stages_skipped(log)
+
+    rows = {row["rev"] if row["typ"] == "baseline" else row["Experiment"]: row for row in exp_show_rows(repo)}
+    assert rows["main"]["train.dropout"] == "0.5" and float(rows["main"]["loss"]) == metrics_of(runs.a)["loss"]
+    assert rows[name]["train.dropout"] == "0.7" and rows[name]["State"] == "Success"
+    assert 0.0 <= float(rows[name]["accuracy"]) <= 1.0
+    assert float(rows[name]["loss"]) != metrics_of(runs.a)["loss"]

@@ -1,0 +1,158 @@
+"""Throwaway git + DVC repositories holding this project's pipeline, for tools/check_reproducible.py and tests.
+
+make_repo() copies the pipeline files (dvc.yaml, params.yaml, stages/, tools/, .gitignore) into a new folder,
+writes the given params, runs `git init` and `dvc init` and commits. small_params() gives the params of the
+small CPU runs: a local (or locally served) archive, the random-init backbone at 32 px, a short training.
+run()/dvc()/git() run commands with DVC's analytics off and this interpreter's bin/ first on PATH, raising
+CommandFailed (with the command's output) on an unexpected exit status. Imports nothing from tests/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "tools", ".gitignore")
+
+
+class CommandFailed(RuntimeError):
+    """A command exited with an unexpected status; the message holds its stdout and stderr."""
+
+    def __init__(self, args: tuple[str, ...], result: subprocess.CompletedProcess):
+        self.result = result
+        super().__init__(
+            f"{' '.join(map(str, args))} exited {result.returncode}\n"
+            f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
+        )
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for `dvc` and `python -m stages...`: this interpreter's bin first on PATH, no analytics."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def run(cwd: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command in cwd, capturing its output; raise CommandFailed on a non-zero exit when check is set."""
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise CommandFailed(args, result)
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    return run(repo, sys.executable, "-m", "dvc", *args, check=check, timeout=timeout)
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(repo, "git", *args, check=check)
+
+
+def small_params(url: str, md5: str | None, **overrides) -> dict:
+    """params.yaml for small CPU runs: the given archive, random-init backbone at 32 px, small batches.
+
+    overrides: {"train.dropout": 0.3, ...}.
+    """
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["data"].update(url=url, md5=md5)
+    params["features"].update(weights=None, image_size=32, batch_size=32)
+    # Enough steps for the small head to learn the generated classes well above chance.
+    params["train"].update(epochs=30, batch_size=16, learning_rate=0.003, hidden_units=128)
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        params[section][name] = value
+    return params
+
+
+def write_params(repo: Path, params: dict) -> None:
+    (Path(repo) / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
+def read_params(repo: Path) -> dict:
+    return yaml.safe_load((Path(repo) / "params.yaml").read_text(encoding="utf-8"))
+
+
+def _configure_git(repo: Path) -> None:
+    git(repo, "config", "user.email", "scratch@example.com")
+    git(repo, "config", "user.name", "scratch")
+
+
+def copy_pipeline(dest: Path, source: Path = ROOT) -> Path:
+    """Copy the pipeline files (PROJECT_FILES) from source into dest.
+
+    Snapshot the checkout once with this and build every repository from the snapshot, so that an edit
+    made to the checkout while a long check runs cannot make two runs differ.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        origin = Path(source) / name
+        if origin.is_dir():
+            shutil.copytree(origin, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(origin, dest / name)
+    return dest
+
+
+def make_repo(path: Path, params: dict, source: Path = ROOT) -> Path:
+    """A fresh git + DVC repository on branch main holding the pipeline (copied from source: the checkout,
+    or a copy_pipeline() snapshot) and the given params, committed."""
+    path = copy_pipeline(path, source)
+    write_params(path, params)
+    git(path, "init", "-q", "-b", "main")
+    _configure_git(path)
+    dvc(path, "init", "-q")
+    dvc(path, "config", "core.analytics", "false")
+    dvc(path, "config", "core.autostage", "true")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "pipeline")
+    return path
+
+
+def clone(source: Path, dest: Path) -> Path:
+    """`git clone` a scratch repository (its DVC data stays behind: `dvc pull` or `dvc checkout` fetches it)."""
+    run(Path(dest).parent, "git", "clone", "-q", str(source), str(dest))
+    _configure_git(Path(dest))
+    return Path(dest)
+
+
+def commit_all(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+
+
+def stage_names(repo: Path) -> list[str]:
+    """The stages dvc.yaml declares, in file order."""
+    return list(yaml.safe_load((Path(repo) / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+
+
+def stages_run(output: str) -> list[str]:
+    """Stages a `dvc repro` / `dvc exp run` log shows as run: "Running stage 'x'"."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def stages_restored(output: str) -> list[str]:
+    """Stages restored from DVC's run-cache instead of run: "Stage 'x' is cached - skipping run"."""
+    return re.findall(r"Stage '([^']+)' is cached", output)
+
+
+def stages_skipped(output: str) -> list[str]:
+    """Stages a log shows as unchanged: "Stage 'x' didn't change, skipping"."""
+    return re.findall(r"Stage '([^']+)' didn't change, skipping", output)
