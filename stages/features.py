@@ -1,8 +1,9 @@
 """Stage 4: run the frozen backbone once over every image and cache the pooled features.
 
-Images stream through a tf.data pipeline (parallel decode and bilinear resize, prefetch) into one
-compiled function, batch by batch; features go straight into memory-mapped .npy files, so memory does
-not grow with the dataset. Writes data/features/<part>/{features,labels}.npy and classes.json.
+Images stream through a tf.data pipeline (parallel decode and bilinear resize, prefetch) into one compiled
+function, batch by batch (on a GPU: XLA and mixed precision, compiled once); features are appended to the
+.npy files as they come, so memory does not grow with the dataset.
+Writes data/features/<part>/{features,labels}.npy and classes.json.
 """
 
 from __future__ import annotations
@@ -46,24 +47,49 @@ def image_batches(paths: list[str], image_size: int, batch_size: int):
     )
 
 
+def compile_extractor(model, device: str, batch_size: int):
+    """The model as one compiled function of an image batch, giving float32 features (also under mixed
+    precision). GPU: XLA, compiled for batch_size only: a shorter last batch is padded to it and the padding's
+    rows dropped, since every new shape would cost a full XLA compile."""
+    import tensorflow as tf
+
+    def features(images):
+        return tf.cast(model(images, training=False), tf.float32)
+
+    if not device.startswith("GPU"):
+        return tf.function(features, reduce_retracing=True)
+    shape = (batch_size, *model.input_shape[1:])
+    compiled = tf.function(features, jit_compile=True, input_signature=[tf.TensorSpec(shape, tf.float32)])
+
+    def extract_batch(images):
+        n = int(images.shape[0])
+        if n == batch_size:
+            return compiled(images)
+        return compiled(tf.pad(images, [[0, batch_size - n], [0, 0], [0, 0], [0, 0]]))[:n]
+
+    return extract_batch
+
+
 def write_features(extract_batch, batches, n_images: int, n_features: int, out: Path, desc: str) -> None:
-    """Run every batch through the model and stream the features into out (an .npy memory map)."""
+    """Run every batch through the model and append its rows to out, a float32 (n_images, n_features) .npy
+    file: the same bytes as np.save, written as they come, so memory stays flat however many images."""
     import tensorflow as tf
     from tqdm import tqdm
 
-    features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n_images, n_features))
-    done = 0
-    with tqdm(total=n_images, desc=desc, unit="img", file=sys.stderr) as bar:
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+              "shape": (n_images, n_features)}
+    with open(out, "wb") as file, tqdm(total=n_images, desc=desc, unit="img", file=sys.stderr) as bar:
+        np.lib.format.write_array_header_1_0(file, header)
         try:
             for batch in batches:
-                result = extract_batch(batch).numpy()
-                features[done : done + len(result)] = result
-                done += len(result)
-                bar.update(len(result))
+                rows = np.ascontiguousarray(extract_batch(batch).numpy(), dtype=np.float32)
+                file.write(rows.data)
+                bar.update(len(rows))
         except tf.errors.InvalidArgumentError as error:
-            raise StageError(f"an image failed to decode ({error.message.splitlines()[0]}); rerun `dvc repro extract`") from None
-    features.flush()
-    del features
+            message = error.message.splitlines()[0]
+            raise StageError(f"an image failed to decode ({message}); rerun `dvc repro extract`") from None
+    if bar.n != n_images:
+        raise StageError(f"{out}: wrote {bar.n} feature rows for {n_images} images")
 
 
 def load_part(features_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -90,19 +116,12 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
         if unknown:
             raise StageError(f"{split_dir}/{part}.csv has labels missing from train.csv: {sorted(unknown)[:5]}")
 
-    import tensorflow as tf
-
     from stages.backbones import build_extractor, use_device
 
     device = use_device()
     model = build_extractor(config.backbone, config.weights, config.image_size)
     n_features = model.output_shape[-1]
-    # One compiled graph for every full batch (XLA on the GPU); float32 out even under mixed precision.
-    extract_batch = tf.function(
-        lambda images: tf.cast(model(images, training=False), tf.float32),
-        jit_compile=device.startswith("GPU"),
-        reduce_retracing=True,
-    )
+    extract_batch = compile_extractor(model, device, config.batch_size)
     print(f"features: {config.backbone} ({n_features}-d) at {config.image_size}px on {device}", file=sys.stderr)
 
     start, total = time.perf_counter(), sum(map(len, manifests.values()))
