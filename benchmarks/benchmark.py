@@ -40,6 +40,8 @@ from pathlib import Path
 
 import yaml
 
+from tools import scratch_repo
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -144,7 +146,7 @@ def write_params(folder: Path, image_size: int, batch_size: int, epochs: int, **
     params["features"].update(weights=None, image_size=image_size, batch_size=batch_size)
     params["train"].update(epochs=epochs, **train)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    scratch_repo.write_params(folder, params)
 
 
 def features_line(stdout: str) -> dict:
