@@ -1,12 +1,17 @@
-"""The frozen backbones and how images reach them: one definition shared by features, export and predict."""
+"""The frozen backbones: one definition shared by features, export and predict, on any Keras backend.
+
+Import this module after `stages.backend.use()` has chosen the backend.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
-import tensorflow as tf
 from keras import ops
+
+from stages.common import StageError
 
 # Seeds the random initialisation when features.weights is null, so test runs are reproducible.
 RANDOM_INIT_SEED = 1234
@@ -51,40 +56,53 @@ class Preprocess(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+def _weights_error(path: str, name: str, problem: str) -> StageError:
+    expected = (f"the weights of keras.applications.{BACKBONES[name].constructor} without its top "
+                "(a Keras .weights.h5 file, or the legacy .h5 that Keras downloads for weights: imagenet)")
+    return StageError(f"features.weights: {path} {problem}; expected {expected}")
+
+
+def check_weights_file(path: str, name: str) -> None:
+    """Fail early, naming features.weights, when `path` is not an HDF5 weights file (every Keras weights
+    format is HDF5 underneath; a .keras file is a zip holding one)."""
+    import zipfile
+
+    import h5py
+
+    if Path(path).suffix == ".keras" and zipfile.is_zipfile(path):
+        return
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as error:
+        problem = "is truncated" if "truncated" in str(error) else "is not a Keras weights file (not HDF5)"
+        raise _weights_error(path, name, problem) from None
+
+
 def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Model:
-    """Preprocessing plus the frozen backbone with global average pooling: images in, pooled features out."""
+    """Preprocessing plus the frozen backbone with global average pooling: images in, pooled features out.
+
+    The images are RGB with values 0-255, of any dtype (uint8 travels to a GPU four times faster).
+    """
     spec = BACKBONES[name]
+    if weights not in (None, "imagenet"):
+        check_weights_file(weights, name)
     keras.utils.set_random_seed(RANDOM_INIT_SEED)
-    base = getattr(keras.applications, spec.constructor)(
-        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg"
-    )
+    try:
+        base = getattr(keras.applications, spec.constructor)(
+            include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg"
+        )
+    except Exception as error:  # Keras raises a dozen types here; none names our param
+        if weights is None:
+            raise
+        if weights == "imagenet":
+            raise StageError(
+                f"could not get the ImageNet weights of {spec.constructor} ({str(error).splitlines()[0][:200]}); "
+                "offline, copy the weights file into ~/.keras/models/ or set features.weights to its path"
+            ) from None
+        first_line = str(error).strip().splitlines()[0][:200]
+        raise _weights_error(weights, name, f"does not fit the {name} backbone ({first_line})") from None
     base.trainable = False
     images = keras.Input((image_size, image_size, 3), name="images")
     features = base(Preprocess(spec.preprocess)(images), training=False)
     return keras.Model(images, features, name=f"{name}_features")
-
-
-def decode_image(path: tf.Tensor, image_size: int | None = None) -> tf.Tensor:
-    """Read any JPEG/PNG/GIF/BMP/WebP as 3-channel RGB (grayscale, CMYK, RGBA and 16-bit included);
-    resize bilinearly to image_size x image_size when given."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    if image_size is None:
-        return image
-    return tf.image.resize(image, (image_size, image_size), method="bilinear")
-
-
-def use_device() -> str:
-    """Pick the device: on a GPU, mixed precision (several times faster); on the CPU, deterministic ops."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU ({details.get('device_name', gpus[0].name)}, mixed precision)"
-    tf.config.experimental.enable_op_determinism()
-    return "CPU"
-
-
-def seed_everything(seed: int) -> None:
-    """Same params, same bytes: seed Python, NumPy and TensorFlow and make TF's ops deterministic."""
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()

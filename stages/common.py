@@ -1,4 +1,4 @@
-"""Helpers every stage shares: errors, atomic outputs, stable JSON, image checks, the CLI wrapper."""
+"""Helpers every stage shares: errors, atomic outputs, stable JSON, the CLI wrapper."""
 
 from __future__ import annotations
 
@@ -9,10 +9,6 @@ import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
-
-# Formats that both Pillow (the extract stage's check) and tf.io.decode_image (the features stage) read.
-DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "WEBP")
-
 
 class StageError(Exception):
     """A problem the user can fix; the CLI prints it without a traceback and exits with status 1."""
@@ -72,23 +68,3 @@ def write_json(path: Path, data: object, digits: int = 6) -> None:
     text = json.dumps(_rounded(data, digits), indent=2, sort_keys=True) + "\n"
     with atomic_output(Path(path)) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def check_image(path: Path) -> str | None:
-    """Return why `path` is not a usable image, or None when it decodes fully."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            if image.format not in DECODABLE_FORMATS:
-                return f"{image.format} is not a supported format ({', '.join(DECODABLE_FORMATS)})"
-            # JPEGs decode at 1/8 scale: much faster, and a truncated stream still fails.
-            image.draft("RGB", (64, 64))
-            image.load()
-    except Image.DecompressionBombError as error:
-        return f"too large to decode safely: {error}"
-    except Image.UnidentifiedImageError:
-        return "not an image file (unrecognised content)"
-    except (OSError, SyntaxError, ValueError) as error:
-        return f"not a readable image: {error}"
-    return None

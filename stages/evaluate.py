@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages import params
+from stages import backend, params
 from stages.common import StageError, atomic_output, run, write_json
-from stages.features import load_classes, load_part
+from stages.feature_cache import load_classes, load_part
 
 
 def score(labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -72,7 +72,7 @@ def plot_confusion(labels: np.ndarray, predicted: np.ndarray, classes: list[str]
 
 
 def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir: Path) -> dict:
-    import keras
+    keras = backend.use("tensorflow")
 
     if not Path(model_path).is_file():
         raise StageError(f"{model_path} not found; run `dvc repro train` first")

@@ -10,9 +10,9 @@ import argparse
 import shutil
 from pathlib import Path
 
-from stages import params
+from stages import backend, params
 from stages.common import StageError, atomic_output, run
-from stages.features import load_classes
+from stages.feature_cache import load_classes
 
 
 def build_classifier(head, config: params.FeaturesParams):
@@ -22,14 +22,15 @@ def build_classifier(head, config: params.FeaturesParams):
 
     extractor = build_extractor(config.backbone, config.weights, config.image_size)
     images = keras.Input((None, None, 3), name="raw_images")
-    # The same bilinear resize as the features stage, so exported and cached predictions agree.
-    resized = keras.layers.Resizing(config.image_size, config.image_size, interpolation="bilinear")(images)
+    # Images of any size work; stages.predict resizes with the features stage's own decoder first (stages/images.py),
+    # which makes this layer an identity and predictions equal to the cached-feature path.
+    resized = keras.layers.Resizing(config.image_size, config.image_size, interpolation="bilinear", name="resize")(images)
     # training=False pins BatchNorm to its learned statistics inside the combined graph.
     return keras.Model(images, head(extractor(resized), training=False), name="classifier")
 
 
 def export(head_path: Path, features_dir: Path, classifier_path: Path, config: params.FeaturesParams) -> None:
-    import keras
+    keras = backend.use("tensorflow")
 
     if not Path(head_path).is_file():
         raise StageError(f"{head_path} not found; run `dvc repro train` first")

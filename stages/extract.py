@@ -18,7 +18,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from stages import params
-from stages.common import StageError, atomic_output, check_image, remove, run, write_json
+from stages.common import StageError, atomic_output, remove, run, write_json
+from stages.images import check_image
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")

@@ -1,26 +1,30 @@
 """Stage 4: run the frozen backbone once over every image and cache the pooled features.
 
-Images stream through a tf.data pipeline (parallel decode and bilinear resize, prefetch) into one compiled
-function, batch by batch (on a GPU: XLA and mixed precision, compiled once); features are appended to the
-.npy files as they come, so memory does not grow with the dataset.
+Runs on the Keras backend named by features.backend (TensorFlow, JAX or PyTorch), on its GPU when it has one
+(mixed precision), else on the CPU (deterministic). A thread pool decodes and resizes images with the shared
+decoder (stages/images.py) a few batches ahead of the model, which is compiled once for the backend; features
+are appended to the .npy files as they come, so memory does not grow with the dataset.
 Writes data/features/<part>/{features,labels}.npy and classes.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from stages import params
+from stages import backend, params
 from stages.common import StageError, atomic_output, run, write_json
-
-PARTS = ("train", "val", "test")
+from stages.feature_cache import PARTS
+from stages.images import ImageError, load_image
 
 
 def read_manifests(split_dir: Path) -> dict[str, pd.DataFrame]:
@@ -33,39 +37,67 @@ def read_manifests(split_dir: Path) -> dict[str, pd.DataFrame]:
     return manifests
 
 
-def image_batches(paths: list[str], image_size: int, batch_size: int):
-    """A tf.data pipeline of resized float32 image batches, in the order of `paths`."""
-    import tensorflow as tf
+def _decode_batch(paths: list[str], image_size: int) -> np.ndarray:
+    batch = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    for row, path in enumerate(paths):
+        try:
+            batch[row] = load_image(path, image_size)
+        except ImageError as error:
+            raise StageError(
+                f"{path}: {error}. The extract stage kept it with the same decoder, so the file has changed "
+                "since: run `dvc checkout data/images` to restore it, or `dvc repro -f extract` to re-extract"
+            ) from None
+    return batch
 
-    from stages.backbones import decode_image
 
-    return (
-        tf.data.Dataset.from_tensor_slices(paths)
-        .map(lambda path: decode_image(path, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+def image_batches(paths: list[str], image_size: int, batch_size: int, workers: int | None = None) -> Iterator[np.ndarray]:
+    """uint8 (n, image_size, image_size, 3) batches in the order of `paths`, decoded by a thread pool a few
+    batches ahead (Pillow releases the GIL while it decodes and resizes)."""
+    workers = workers or min(32, os.cpu_count() or 1)
+    chunks = (paths[i:i + batch_size] for i in range(0, len(paths), batch_size))
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_decode_batch, chunk, image_size))
+            if len(pending) > workers + 1:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
-def compile_extractor(model, device: str, batch_size: int):
-    """The model as one compiled function of an image batch, giving float32 features (also under mixed
-    precision). GPU: XLA, compiled for batch_size only: a shorter last batch is padded to it and the padding's
-    rows dropped, since every new shape would cost a full XLA compile."""
-    import tensorflow as tf
+def compile_extractor(model, backend_name: str, batch_size: int, on_gpu: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """The model as one compiled function of a uint8 image batch, giving float32 features on the host.
 
-    def features(images):
-        return tf.cast(model(images, training=False), tf.float32)
+    Compiled per backend: tf.function (XLA on a GPU), jax.jit, or PyTorch's eager CUDA kernels. A JIT compiles
+    once per input shape, so a shorter last batch is padded to batch_size and the padding's rows dropped.
+    """
+    import keras
 
-    if not device.startswith("GPU"):
-        return tf.function(features, reduce_retracing=True)
-    shape = (batch_size, *model.input_shape[1:])
-    compiled = tf.function(features, jit_compile=True, input_signature=[tf.TensorSpec(shape, tf.float32)])
+    if backend_name == "tensorflow":
+        import tensorflow as tf
 
-    def extract_batch(images):
-        n = int(images.shape[0])
-        if n == batch_size:
-            return compiled(images)
-        return compiled(tf.pad(images, [[0, batch_size - n], [0, 0], [0, 0], [0, 0]]))[:n]
+        compiled = tf.function(lambda x: model(x, training=False), jit_compile=on_gpu, reduce_retracing=True)
+        pad = on_gpu
+    elif backend_name == "jax":
+        import jax
+
+        state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+        stateless = jax.jit(lambda trainable, frozen, x: model.stateless_call(trainable, frozen, x, training=False)[0])
+        compiled, pad = (lambda x: stateless(*state, x)), True
+    else:
+        import torch
+
+        def compiled(x):
+            with torch.inference_mode():
+                return model(x, training=False)
+
+        pad = False
+
+    def extract_batch(images: np.ndarray) -> np.ndarray:
+        n = len(images)
+        if pad and n < batch_size:
+            images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), images.dtype)])
+        return np.asarray(keras.ops.convert_to_numpy(compiled(images)), dtype=np.float32)[:n]
 
     return extract_batch
 
@@ -73,38 +105,18 @@ def compile_extractor(model, device: str, batch_size: int):
 def write_features(extract_batch, batches, n_images: int, n_features: int, out: Path, desc: str) -> None:
     """Run every batch through the model and append its rows to out, a float32 (n_images, n_features) .npy
     file: the same bytes as np.save, written as they come, so memory stays flat however many images."""
-    import tensorflow as tf
     from tqdm import tqdm
 
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
               "shape": (n_images, n_features)}
     with open(out, "wb") as file, tqdm(total=n_images, desc=desc, unit="img", file=sys.stderr) as bar:
         np.lib.format.write_array_header_1_0(file, header)
-        try:
-            for batch in batches:
-                rows = np.ascontiguousarray(extract_batch(batch).numpy(), dtype=np.float32)
-                file.write(rows.data)
-                bar.update(len(rows))
-        except tf.errors.InvalidArgumentError as error:
-            message = error.message.splitlines()[0]
-            raise StageError(f"an image failed to decode ({message}); rerun `dvc repro extract`") from None
+        for batch in batches:
+            rows = np.ascontiguousarray(extract_batch(batch), dtype=np.float32)
+            file.write(rows.data)
+            bar.update(len(rows))
     if bar.n != n_images:
         raise StageError(f"{out}: wrote {bar.n} feature rows for {n_images} images")
-
-
-def load_part(features_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
-    folder = Path(features_dir) / part
-    try:
-        return np.load(folder / "features.npy"), np.load(folder / "labels.npy")
-    except FileNotFoundError:
-        raise StageError(f"{folder} has no cached features; run `dvc repro features` first") from None
-
-
-def load_classes(features_dir: Path) -> list[str]:
-    path = Path(features_dir) / "classes.json"
-    if not path.is_file():
-        raise StageError(f"{path} not found; run `dvc repro features` first")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, config: params.FeaturesParams) -> dict:
@@ -116,12 +128,13 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
         if unknown:
             raise StageError(f"{split_dir}/{part}.csv has labels missing from train.csv: {sorted(unknown)[:5]}")
 
-    from stages.backbones import build_extractor, use_device
+    backend.use(config.backend)
+    from stages.backbones import build_extractor
 
-    device = use_device()
-    model = build_extractor(config.backbone, config.weights, config.image_size)
+    device = backend.prepare_device(config.backend)
+    model = build_extractor(config.backbone, config.weights, config.image_size)  # weights checked before any image
     n_features = model.output_shape[-1]
-    extract_batch = compile_extractor(model, device, config.batch_size)
+    extract_batch = compile_extractor(model, config.backend, config.batch_size, device.startswith("GPU"))
     print(f"features: {config.backbone} ({n_features}-d) at {config.image_size}px on {device}", file=sys.stderr)
 
     start, total = time.perf_counter(), sum(map(len, manifests.values()))

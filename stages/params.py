@@ -25,6 +25,8 @@ BACKBONES = (
     "convnexttiny",
 )
 HEADS = ("dense", "logistic")
+# Keras 3 backends the features stage can run on (stages/backend.py).
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class SplitParams:
 @dataclass(frozen=True)
 class FeaturesParams:
     backbone: str
+    backend: str
     weights: str | None
     image_size: int
     batch_size: int
@@ -150,6 +153,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "split": {"test": _fraction, "val": _fraction, "seed": SEED},
     "features": {
         "backbone": _choice(BACKBONES),
+        "backend": _choice(BACKENDS),
         "weights": _weights,
         "image_size": _integer(32),
         "batch_size": _integer(1),

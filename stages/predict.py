@@ -1,46 +1,79 @@
-"""Classify images with the exported model: `python -m stages.predict IMAGE [IMAGE ...]`.
+"""Classify images with the exported model: `python -m stages.predict IMAGE_OR_FOLDER [...]`.
 
 Prints each image's path, then its top classes as `label<TAB>probability` lines; --json prints the same
-as JSON. Not a pipeline stage: it uses what `dvc repro` exported to models/.
+as JSON. A folder stands for the image files in it (and its subfolders). A path that is not a readable
+image is named on stderr with the reason, the others are still classified, and the exit status is 1.
+Runs from any directory (`python path/to/stages/predict.py ...` too); the default model is the project's
+models/classifier.keras. Not a pipeline stage: it uses what `dvc repro` exported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from stages.common import StageError, run
+PROJECT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script from anywhere: make `stages` importable
+    sys.path.insert(0, str(PROJECT))
+
+from stages import backend  # noqa: E402
+from stages.common import StageError, run  # noqa: E402
+from stages.images import SUFFIXES, ImageError, load_image  # noqa: E402
+
+DEFAULT_MODEL = PROJECT / "models" / "classifier.keras"
+BATCH_SIZE = 32
 
 
 def load_classifier(model_path: Path):
-    import keras
-
+    """The exported classifier, its classes and its input size."""
+    model_path, classes_path = Path(model_path), Path(model_path).with_name("classes.json")
+    for path in (model_path, classes_path):
+        if not path.is_file():
+            raise StageError(f"{path} not found; run `dvc repro` in {PROJECT} to train and export the classifier, "
+                             "or pass --model")
+    keras = backend.use("tensorflow")
     import stages.backbones  # noqa: F401  registers the Preprocess layer the model uses
 
-    classes_path = Path(model_path).with_name("classes.json")
-    if not Path(model_path).is_file() or not classes_path.is_file():
-        raise StageError(f"{model_path} or {classes_path} not found; run `dvc repro` to train and export the classifier")
-    model = keras.models.load_model(model_path, compile=False)
-    return model, json.loads(classes_path.read_text(encoding="utf-8"))
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as error:  # a damaged or foreign file: Keras raises many types
+        raise StageError(f"{model_path} is not a classifier exported by this project ({str(error).splitlines()[0][:200]})") from None
+    image_size = model.get_layer("resize").height
+    return model, json.loads(classes_path.read_text(encoding="utf-8")), image_size
 
 
-def predict(model, classes: list[str], image_paths: list[Path], top: int) -> dict[str, list[tuple[str, float]]]:
+def expand(paths: list[Path]) -> list[Path]:
+    """Files as given; folders as the image files below them, sorted."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        else:
+            found.append(path)
+    return found
+
+
+def predict(model, classes: list[str], image_size: int, image_paths: list[Path], top: int):
+    """({path: [(label, probability), ...]}, {path: why it could not be read})."""
     import numpy as np
-    import tensorflow as tf
 
-    from stages.backbones import decode_image
-
-    results = {}
+    images, errors = {}, {}
     for path in image_paths:
         try:
-            image = decode_image(tf.constant(str(path)))
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-            raise StageError(f"{path}: not a readable image ({error.message.splitlines()[0]})") from None
-        probabilities = np.asarray(model(image[tf.newaxis], training=False))[0]
-        best = np.argsort(-probabilities, kind="stable")[:top]
-        results[str(path)] = [(classes[i], float(probabilities[i])) for i in best]
-    return results
+            images[str(path)] = load_image(path, image_size)
+        except ImageError as error:
+            errors[str(path)] = str(error)
+    names = list(images)
+    results = {}
+    for start in range(0, len(names), BATCH_SIZE):
+        chunk = names[start:start + BATCH_SIZE]
+        probabilities = np.asarray(model.predict_on_batch(np.stack([images[p] for p in chunk])))
+        for path, row in zip(chunk, probabilities):
+            best = np.argsort(-row, kind="stable")[:top]
+            results[path] = [(classes[i], float(row[i])) for i in best]
+    return results, errors
 
 
 def format_text(results: dict[str, list[tuple[str, float]]]) -> str:
@@ -53,21 +86,29 @@ def format_text(results: dict[str, list[tuple[str, float]]]) -> str:
 
 def format_json(results: dict[str, list[tuple[str, float]]]) -> str:
     data = {path: [{"label": label, "probability": round(p, 6)} for label, p in ranked] for path, ranked in results.items()}
-    return json.dumps(data, indent=2)
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
-def main(image_paths: list[Path], model_path: Path, top: int, as_json: bool) -> None:
+def main(paths: list[Path], model_path: Path, top: int, as_json: bool) -> None:
     if top < 1:
         raise StageError(f"--top must be at least 1, got {top}")
-    model, classes = load_classifier(model_path)
-    results = predict(model, classes, image_paths, min(top, len(classes)))
-    print(format_json(results) if as_json else format_text(results))
+    image_paths = expand(paths)
+    if not image_paths:
+        raise StageError(f"no image files in {', '.join(map(str, paths))} ({', '.join(SUFFIXES)})")
+    model, classes, image_size = load_classifier(model_path)
+    results, errors = predict(model, classes, image_size, image_paths, min(top, len(classes)))
+    if results:
+        print(format_json(results) if as_json else format_text(results))
+    for path, reason in errors.items():
+        print(f"error: {path}: {reason}", file=sys.stderr)
+    if errors:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Classify images with the exported classifier.")
-    parser.add_argument("images", type=Path, nargs="+", help="image files (JPEG, PNG, GIF, BMP, WebP)")
-    parser.add_argument("--model", type=Path, default=Path("models/classifier.keras"), help="exported classifier")
+    parser.add_argument("images", type=Path, nargs="+", help="image files or folders of them")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"exported classifier (default {DEFAULT_MODEL})")
     parser.add_argument("--top", type=int, default=5, help="how many classes to print per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args()

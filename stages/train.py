@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import params
+from stages import backend, params
 from stages.common import StageError, atomic_output, run
-from stages.features import load_classes, load_part
+from stages.feature_cache import load_classes, load_part
 
 
 def dense_head(n_features: int, n_classes: int, hidden_units: int, dropout: float):
@@ -94,13 +94,12 @@ def fit_logistic(train, val, n_classes: int, config: params.TrainParams, live):
 
 
 def train(features_dir: Path, model_path: Path, live_dir: Path, config: params.TrainParams) -> None:
+    backend.use("tensorflow")
     from dvclive import Live
-
-    from stages.backbones import seed_everything
 
     classes = load_classes(features_dir)
     train_part, val_part = load_part(features_dir, "train"), load_part(features_dir, "val")
-    seed_everything(config.seed)
+    backend.seed_everything(config.seed)
     fit = fit_dense if config.head == "dense" else fit_logistic
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         model = fit(train_part, val_part, len(classes), config, live)

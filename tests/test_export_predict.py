@@ -1,15 +1,18 @@
 """The exported classifier and the predict command."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from PIL import Image
 
 from stages.export import export
-from stages.features import load_classes, load_part, read_manifests
+from stages.feature_cache import load_classes, load_part
+from stages.features import read_manifests
+from stages.images import load_image
 from stages.params import FeaturesParams, TrainParams
 from stages.predict import load_classifier, predict
 from stages.train import train
@@ -35,21 +38,26 @@ def test_classifier_on_raw_images_agrees_with_the_cached_pipeline(exported, feat
     head = keras.models.load_model(exported / "head.keras")
     manifest = read_manifests(feature_cache["split"])["test"]
     features, _ = load_part(feature_cache["features"], "test")
-    model, classes = load_classifier(exported / "classifier.keras")
-    assert classes == load_classes(feature_cache["features"])
+    model, classes, image_size = load_classifier(exported / "classifier.keras")
+    assert classes == load_classes(feature_cache["features"]) and image_size == 32
     assert json.loads((exported / "classes.json").read_text()) == classes
-    for row in range(3):
-        image = tf.io.decode_image(tf.io.read_file(str(feature_cache["images"] / manifest["path"][row])), channels=3)
-        assert image.shape[0] != 32  # raw size: the model resizes itself
-        np.testing.assert_allclose(
-            np.asarray(model(image[tf.newaxis]))[0], np.asarray(head(features[row : row + 1]))[0], atol=1e-4
-        )
+    paths = [feature_cache["images"] / manifest["path"][row] for row in range(3)]
+    results, errors = predict(model, classes, image_size, paths, top=len(classes))
+    assert errors == {}
+    for row, path in enumerate(paths):
+        expected = np.asarray(head(features[row : row + 1]))[0]
+        got = dict(results[str(path)])
+        np.testing.assert_allclose([got[c] for c in classes], expected, atol=1e-4)
+        # Raw pixels of any size work too: the model resizes itself (bilinear, without antialiasing).
+        raw = load_image(path)
+        assert raw.shape[0] != 32
+        assert np.asarray(model(raw[np.newaxis])).shape == (1, len(classes))
 
 
 def test_predict_prints_top_k_per_image(exported, feature_cache):
     images = sorted((feature_cache["images"]).rglob("*.jpg"))[:2]
-    model, classes = load_classifier(exported / "classifier.keras")
-    expected = predict(model, classes, images, top=2)
+    model, classes, image_size = load_classifier(exported / "classifier.keras")
+    expected, _ = predict(model, classes, image_size, images, top=2)
 
     result = run_predict(*images, "--model", exported / "classifier.keras", "--top", "2")
     assert result.returncode == 0, result.stderr
@@ -65,15 +73,56 @@ def test_predict_prints_top_k_per_image(exported, feature_cache):
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1, abs=1e-3)
 
 
-def test_predict_rejects_an_unreadable_image(exported, tmp_path):
-    fake = tmp_path / "fake.jpg"
+def test_predict_classifies_a_folder_and_names_each_bad_path(exported, feature_cache, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(feature_cache["images"] / sorted(p.name for p in feature_cache["images"].iterdir())[0], folder)
+    good = sorted(folder.glob("*.jpg"))
+    (folder / "notes.txt").write_text("skipped: not an image suffix")
+    fake, missing = tmp_path / "fake.jpg", tmp_path / "missing.jpg"
     fake.write_text("not an image")
-    result = run_predict(fake, "--model", exported / "classifier.keras")
+
+    result = run_predict(folder, fake, missing, "--model", exported / "classifier.keras", "--top", "1")
     assert result.returncode == 1
-    assert f"{fake}: not a readable image" in result.stderr and "Traceback" not in result.stderr
+    printed = [line for line in result.stdout.splitlines() if not line.count("\t")]
+    assert printed == [str(path) for path in good]  # every good image, in order, even though others failed
+    assert result.stderr.splitlines() == [f"error: {fake}: not an image file (unrecognised content)",
+                                          f"error: {missing}: no such file"]
+
+
+def test_predict_on_every_image_format_matches_pillow_pixels(exported, tmp_path):
+    from tests.test_images import pillow_pixels
+    from tools.image_corpus import make_corpus
+
+    samples = make_corpus(tmp_path / "corpus")
+    model, classes, image_size = load_classifier(exported / "classifier.keras")
+    paths = [tmp_path / "corpus" / sample.name for sample in samples]
+    results, errors = predict(model, classes, image_size, paths, top=len(classes))
+    assert errors == {} and len(results) == len(paths)
+    expected = np.asarray(model.predict_on_batch(np.stack([pillow_pixels(p, image_size) for p in paths])))
+    for path, row in zip(paths, expected):
+        got = dict(results[str(path)])
+        np.testing.assert_allclose([got[c] for c in classes], row, atol=1e-5, err_msg=path.name)
+
+
+def test_predict_runs_from_any_directory_without_start_up_noise(exported, feature_cache, tmp_path):
+    # A copy of the project whose models/ holds the classifier: the default --model is found from anywhere.
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "stages", project / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(exported, project / "models")
+    image = sorted(feature_cache["images"].rglob("*.jpg"))[0]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, str(project / "stages" / "predict.py"), str(image)], cwd=elsewhere,
+                            env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == str(image) and len(result.stdout.splitlines()) == 1 + len(
+        json.loads((exported / "classes.json").read_text()))
+    assert result.stderr == ""  # no CUDA probing, oneDNN or absl lines on a machine without a GPU
 
 
 def test_predict_without_a_model_says_to_run_dvc_repro(tmp_path):
-    result = run_predict(tmp_path / "x.jpg", "--model", tmp_path / "missing.keras")
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    result = run_predict(image, "--model", tmp_path / "missing.keras")
     assert result.returncode == 1
-    assert "run `dvc repro`" in result.stderr and "Traceback" not in result.stderr
+    assert "missing.keras not found; run `dvc repro`" in result.stderr and "Traceback" not in result.stderr

@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 
 from stages import backbones
 from stages.common import StageError
-from stages.features import extract_features, load_classes, load_part, read_manifests
+from stages.feature_cache import load_classes, load_part
+from stages.features import extract_features, read_manifests
+from stages.images import load_image
 from stages.params import FeaturesParams
 from tests.conftest import SMALL_FEATURES
 
@@ -31,8 +32,8 @@ def test_each_row_is_the_backbone_applied_to_that_image(feature_cache):
     features, _ = load_part(feature_cache["features"], "test")
     model = backbones.build_extractor("resnet50", None, 32)
     for row in (0, len(manifest) - 1):
-        image = backbones.decode_image(tf.constant(str(feature_cache["images"] / manifest["path"][row])), 32)
-        expected = np.asarray(model(image[tf.newaxis]))[0]
+        image = load_image(feature_cache["images"] / manifest["path"][row], 32)
+        expected = np.asarray(model(image[np.newaxis]))[0]
         np.testing.assert_allclose(features[row], expected, rtol=1e-4, atol=1e-4)
 
 

@@ -1,0 +1,69 @@
+"""The one definition of "the pixels of this file", shared by extract, features, export and predict.
+
+An image is what Pillow gives for its first frame, turned upright by its EXIF orientation as viewers
+show it, converted to 8-bit RGB: `ImageOps.exif_transpose(Image.open(f)).convert("RGB")`. Resizing to
+the backbone's input is Pillow's bilinear filter (antialiased when shrinking). Nothing here imports a
+deep-learning framework, so every backend sees the same uint8 arrays.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+# What Pillow decodes fully and viewers show: MPO is the multi-picture JPEG that phones and cameras write.
+SUPPORTED_FORMATS = ("BMP", "GIF", "JPEG", "MPO", "PNG", "TIFF", "WEBP")
+SUFFIXES = (".bmp", ".gif", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".tif", ".tiff", ".webp")
+
+
+class ImageError(Exception):
+    """A file that is not a usable image; the message says why (without the path)."""
+
+
+def _open_upright(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        if image.format not in SUPPORTED_FORMATS:
+            raise ImageError(f"{image.format} is not a supported format ({', '.join(SUPPORTED_FORMATS)})")
+        image.seek(0)  # first frame of an animation or a multi-picture file
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        return image.convert("RGB")  # decodes every pixel: a truncated file fails here
+
+
+def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
+    """The RGB pixels of an image file as a uint8 (height, width, 3) array; (size, size, 3) when size is given.
+
+    Raises ImageError when the file cannot be decoded fully.
+    """
+    try:
+        with warnings.catch_warnings():
+            # A decompression-bomb warning is Pillow's, not the user's concern; the hard limit still raises.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = _open_upright(Path(path))
+            if size is not None and image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"too large to decode safely: {error}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("not an image file (unrecognised content)") from None
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except IsADirectoryError:
+        raise ImageError("is a folder, not an image file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(f"not a readable image: {error}") from None
+    return np.asarray(image, dtype=np.uint8)
+
+
+def check_image(path: str | Path) -> str | None:
+    """Why `path` is not a usable image, or None when it decodes fully (the extract stage's test)."""
+    try:
+        load_image(path)
+    except ImageError as error:
+        return str(error)
+    return None

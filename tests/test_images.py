@@ -1,0 +1,117 @@
+"""The shared decoder: every format and mode decodes to what a viewer shows, the same in every stage."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from stages.features import _decode_batch, image_batches
+from stages.images import ImageError, check_image, load_image
+from tools.image_corpus import make_corpus, picture
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    return folder, make_corpus(folder)
+
+
+def pillow_pixels(path, size=None):
+    """What Pillow itself gives: first frame, EXIF orientation applied, RGB; resized bilinearly when asked."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    return np.asarray(image if size is None else image.resize((size, size), Image.Resampling.BILINEAR))
+
+
+def test_corpus_covers_every_format_the_decoder_claims(corpus):
+    folder, samples = corpus
+    formats = {Image.open(folder / sample.name).format for sample in samples}
+    assert formats == {"BMP", "GIF", "JPEG", "MPO", "PNG", "TIFF", "WEBP"}
+    modes = {Image.open(folder / sample.name).mode for sample in samples}
+    assert {"1", "P", "L", "LA", "RGB", "RGBA", "CMYK", "I;16"} <= modes
+
+
+def test_every_file_decodes_to_the_picture_written(corpus):
+    folder, samples = corpus
+    for sample in samples:
+        pixels = load_image(folder / sample.name)
+        assert pixels.dtype == np.uint8 and pixels.shape == sample.expected.shape, sample.name
+        difference = np.abs(pixels.astype(int) - sample.expected.astype(int)).mean()
+        assert difference <= sample.tolerance, f"{sample.name}: mean difference {difference:.2f}"
+        np.testing.assert_array_equal(pixels, pillow_pixels(folder / sample.name), err_msg=sample.name)
+        assert check_image(folder / sample.name) is None
+
+
+def test_exif_orientation_is_applied_as_viewers_do(corpus):
+    folder, _ = corpus
+    stored = np.asarray(Image.open(folder / "exif_rotated.jpg").convert("RGB"))
+    assert stored.shape[:2] == picture().shape[1::-1]  # the file holds the picture on its side
+    assert load_image(folder / "exif_rotated.jpg").shape[:2] == picture().shape[:2]
+
+
+def test_first_frame_of_animations_and_multi_picture_files(corpus):
+    folder, _ = corpus
+    for name in ("animated.gif", "animated.webp", "multi_picture.jpg"):
+        assert getattr(Image.open(folder / name), "n_frames", 1) == 2
+    # The second frames are the negative: a decoder that took them would be far off.
+    assert np.abs(load_image(folder / "animated.webp").astype(int) - picture()).mean() == 0
+
+
+def test_resizing_gives_the_model_input(corpus):
+    folder, samples = corpus
+    for sample in samples:
+        resized = load_image(folder / sample.name, 24)
+        assert resized.shape == (24, 24, 3) and resized.dtype == np.uint8
+        np.testing.assert_array_equal(resized, pillow_pixels(folder / sample.name, 24), err_msg=sample.name)
+
+
+def test_the_features_stage_batches_use_the_same_pixels(corpus):
+    folder, samples = corpus
+    paths = [str(folder / sample.name) for sample in samples]
+    batches = list(image_batches(paths, 32, batch_size=6, workers=3))
+    assert [len(batch) for batch in batches] == [6, 6, 6, len(paths) - 18]
+    stacked = np.concatenate(batches)
+    for row, path in enumerate(paths):
+        np.testing.assert_array_equal(stacked[row], pillow_pixels(path, 32), err_msg=path)
+
+
+def _truncated_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(picture()).save(buffer, "JPEG")
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("truncated.jpg", _truncated_jpeg(), "not a readable image"),
+        ("notes.jpg", b"just text\n", "not an image file"),
+        ("empty.png", b"", "not an image file"),
+        ("icon.ico", None, "ICO is not a supported format"),
+    ],
+)
+def test_unusable_files_are_refused_with_a_reason(tmp_path, name, content, reason):
+    path = tmp_path / name
+    if content is None:
+        Image.fromarray(picture(16, 16)).save(path, "ICO")
+    else:
+        path.write_bytes(content)
+    assert reason in check_image(path)
+    with pytest.raises(ImageError, match=reason):
+        load_image(path)
+
+
+def test_a_folder_or_missing_file_is_refused(tmp_path):
+    assert check_image(tmp_path) == "is a folder, not an image file"
+    assert check_image(tmp_path / "missing.jpg") == "no such file"
+
+
+def test_a_file_failing_at_features_time_is_named_with_what_to_do(tmp_path):
+    from stages.common import StageError
+
+    bad = tmp_path / "cls" / "changed.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(_truncated_jpeg())
+    with pytest.raises(StageError, match=r"cls/changed.jpg: not a readable image.*dvc checkout data/images"):
+        _decode_batch([str(bad)], 32)
