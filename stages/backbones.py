@@ -5,6 +5,7 @@ Import this module after `stages.backend.use()` has chosen the backend.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +90,18 @@ def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Mo
         check_weights_file(weights, name)
     keras.utils.set_random_seed(RANDOM_INIT_SEED)
     try:
-        base = getattr(keras.applications, spec.constructor)(
-            include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg"
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            base = getattr(keras.applications, spec.constructor)(
+                include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg"
+            )
+        # Keras 3 loads a .weights.h5 leniently: layers it finds no weights for keep their random init, with only
+        # a warning. For a frozen backbone that is a silent disaster, so it is an error here.
+        skipped = [str(w.message) for w in caught if "Skipping" in str(w.message) or "freshly-initialized" in str(w.message)]
+        if skipped:
+            raise ValueError(f"{len(skipped)} layer groups have no weights in the file: {skipped[0]}")
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     except Exception as error:  # Keras raises a dozen types here; none names our param
         if weights is None:
             raise
