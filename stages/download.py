@@ -191,9 +191,9 @@ def looks_like_archive(path: Path) -> bool:
 
 def _not_an_archive(url: str, partial: Path) -> StageError:
     with open(partial, "rb") as f:
-        head = f.read(200).decode("utf-8", "replace")
-    html = "<html" in head.lower() or "<!doctype" in head.lower()
-    what = "an HTML page (a login, consent or error page?)" if html else f"a file starting {head[:40]!r}"
+        head = f.read(512)
+    html = b"<html" in head.lower() or b"<!doctype" in head.lower()
+    what = "an HTML page (a login, consent or error page?)" if html else f"a file starting {head[:16]!r}"
     return StageError(f"{url} sent {what}, not a zip or tar archive; nothing was kept, so the next `dvc repro` "
                       "downloads again. Check data.url in params.yaml (it must lead straight to the archive file)")
 
