@@ -412,8 +412,8 @@ def extract(archive: Path, images_dir: Path, report_path: Path, exclude: tuple[s
             report = collect_images(root, tmp, exclude, skipped)
             classes = report["images_per_class"]
             if len(classes) < 2:
-                raise StageError(f"{archive}: {len(classes)} class folder(s) with valid images after data.exclude "
-                                 f"(in {where}); a classifier needs at least 2")
+                raise StageError(f"{archive}: {len(classes)} class folder(s) with valid images after data.exclude; "
+                                 f"a classifier needs at least 2 (class folders looked for in {where})")
     finally:
         remove(scratch)
     report.update(archive=Path(archive).name, class_root=where, n_classes=len(classes), n_images=sum(classes.values()))
