@@ -147,11 +147,11 @@ class _Writer:
             return
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            out = open(target, "xb")
+            target.touch(exist_ok=False)  # any name the file system refuses fails here, before a byte is read
         except OSError as error:
             self._refused(parts, f"the file system refused the name: {error.strerror or error}")
             return
-        with source as src, out:
+        with source as src, open(target, "wb") as out:
             while chunk := src.read(1 << 20):
                 self.written += len(chunk)
                 if self.written > self.max_bytes:  # the sizes in an archive's headers can lie
