@@ -1,5 +1,6 @@
 """A local HTTP file server for tests, with faults on demand: cut-off transfers, ignored Range
-headers, error statuses, stalls and slow streams. Binds 127.0.0.1 only."""
+headers, error statuses, stalls and slow streams; and what repository servers do: redirects to a signed
+URL with its own query string, Content-Disposition file names. Binds 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ class Route:
     cuts: int = 1  # ...on this many requests
     stall: float = 0.0  # sleep this long before sending the body
     bytes_per_second: int | None = None  # throttle the body
-    requests: list[dict] = field(default_factory=list)  # the Range header of each request
+    redirect: str | None = None  # answer 302 with this Location (a path, query string included)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every 200/206 answer
+    requests: list[dict] = field(default_factory=list)  # the Range header and query string of each request
 
 
 class FileServer:
@@ -31,11 +34,18 @@ class FileServer:
                 pass
 
             def do_GET(self):
-                route = server.routes.get(self.path.split("?")[0])
+                path, _, query = self.path.partition("?")
+                route = server.routes.get(path)
                 if route is None:
                     self.send_error(404, "Not Found")
                     return
-                route.requests.append({"range": self.headers.get("Range")})
+                route.requests.append({"range": self.headers.get("Range"), "query": query})
+                if route.redirect is not None:
+                    self.send_response(302)
+                    self.send_header("Location", route.redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if route.status != 200:
                     self.send_error(route.status)
                     return
@@ -54,6 +64,8 @@ class FileServer:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(route.body) - start))
                 self.send_header("Accept-Ranges", "none" if route.ignore_range else "bytes")
+                for name, value in route.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 time.sleep(route.stall)
                 body = route.body[start:]

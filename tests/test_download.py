@@ -19,7 +19,8 @@ from stages import download
 from stages.common import StageError
 from tests.conftest import ROOT, md5_of, subprocess_env
 
-BODY = random.Random(0).randbytes(300_000)
+# Starts like a zip, as the stage checks before it keeps a file; the rest is random, so it never compresses.
+BODY = b"PK\x03\x04" + random.Random(0).randbytes(300_000)
 MD5 = hashlib.md5(BODY).hexdigest()
 FAST = dict(timeout=1, retries=1, backoff=0)
 
@@ -60,8 +61,8 @@ def test_archive_name_drops_query_string():
     assert download.archive_name(url) == "caltech-101.zip"
     assert download.archive_name("file:///data/my%20set.tar.gz") == "my set.tar.gz"
     assert download.archive_name("/data/own.tar") == "own.tar"
-    with pytest.raises(StageError, match="does not end in a file name"):
-        download.archive_name("https://example.com/")
+    assert download.archive_name("https://example.com/") is None  # the server's Content-Disposition names it
+    assert download.archive_name("https://example.com") is None
 
 
 def test_interrupted_transfer_resumes_with_range_request(server, paths, capsys):
@@ -247,7 +248,7 @@ def test_cli_success(server, tmp_path):
 
 
 def test_ctrl_c_keeps_partial_and_next_run_resumes(server, tmp_path):
-    body = random.Random(2).randbytes(2_000_000)
+    body = b"PK\x03\x04" + random.Random(2).randbytes(2_000_000)
     url = server.add("/slow/archive.zip", body, bytes_per_second=250_000)
     route = server.routes["/slow/archive.zip"]
     cwd = stage_dir(tmp_path, url, hashlib.md5(body).hexdigest())
@@ -278,3 +279,118 @@ def test_ctrl_c_keeps_partial_and_next_run_resumes(server, tmp_path):
     assert ranges(server, "/slow/archive.zip") == [None, f"bytes={kept}-"]
     assert md5_of(cwd / "data" / "raw" / "archive.zip") == hashlib.md5(body).hexdigest()
     assert list(partial_dir.iterdir()) == []
+
+
+# --- repository servers, bad answers and no network (issue 10) -----------------------------------
+
+
+def test_redirect_to_a_signed_url_cut_halfway_resumes(server, paths):
+    """What data.caltech.edu-like servers do: ?download=1 answers 302 to a signed URL with its own query
+    string; the transfer is cut halfway; the retry goes through the redirect again and resumes."""
+    server.add("/signed/caltech-101.zip", BODY, cut_after=len(BODY) // 2)
+    url = server.add("/records/abc/files/caltech-101.zip", b"",
+                     redirect="/signed/caltech-101.zip?X-Amz-Expires=60&X-Amz-Signature=0f3e")
+    fetch(url + "?download=1", paths)
+    assert md5_of(paths["dest"]) == MD5
+    assert [r["query"] for r in server.routes["/records/abc/files/caltech-101.zip"].requests] == ["download=1"] * 2
+    signed = server.routes["/signed/caltech-101.zip"].requests
+    assert [r["query"] for r in signed] == ["X-Amz-Expires=60&X-Amz-Signature=0f3e"] * 2
+    start = int(re.fullmatch(r"bytes=(\d+)-", signed[1]["range"]).group(1))
+    assert 0 < start <= len(BODY) // 2  # resumed, not started over
+
+
+@pytest.mark.parametrize("md5", [None, "0123456789abcdef0123456789abcdef"], ids=["md5-null", "md5-set"])
+def test_html_page_answered_with_200_never_sticks(server, paths, md5):
+    page = b"<!DOCTYPE html>\n<html><body>Please sign in to download this file.</body></html>\n" * 20
+    url = server.add(f"/html-{bool(md5)}/archive.zip", page)
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths, md5=md5)
+    message = str(caught.value)
+    assert url in message
+    if md5 is None:
+        assert "HTML page" in message and "not a zip or tar archive" in message and "downloads again" in message
+    else:
+        assert "checksum mismatch" in message
+    assert_nothing_at_final_path(paths)
+    assert partial_files(paths) == []  # nothing to resume either
+    server.add(f"/html-{bool(md5)}/archive.zip", BODY)  # the server is fixed: the next run fetches again
+    fetch(url, paths, md5=None)
+    assert md5_of(paths["dest"]) == MD5
+
+
+def test_non_archive_without_md5_is_refused_but_archives_of_every_kind_pass(tmp_path, paths):
+    import bz2
+    import gzip
+    import io
+    import lzma
+    import tarfile
+
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as archive:
+        info = tarfile.TarInfo("a/b.jpg")
+        info.size = 3
+        archive.addfile(info, io.BytesIO(b"abc"))
+    kinds = {"zip": BODY, "tar": tar.getvalue(), "gz": gzip.compress(tar.getvalue()),
+             "bz2": bz2.compress(tar.getvalue()), "xz": lzma.compress(tar.getvalue())}
+    for kind, body in kinds.items():
+        source = tmp_path / f"source.{kind}"
+        source.write_bytes(body)
+        download.fetch(str(source), tmp_path / "out" / kind, None, paths["partial"])
+        assert (tmp_path / "out" / kind).read_bytes() == body
+    text = tmp_path / "notes.zip"
+    text.write_text("just text, named .zip\n")
+    with pytest.raises(StageError, match="not a zip or tar archive"):
+        fetch(str(text), paths, md5=None)
+    assert_nothing_at_final_path(paths)
+
+
+def test_name_from_content_disposition_when_the_url_names_no_file(server, tmp_path):
+    raw, partial = tmp_path / "raw", tmp_path / ".partial"
+    server.add("/get/", BODY, headers={"Content-Disposition": 'attachment; filename="caltech-101.zip"'})
+    server.add("/files/7/download", BODY,
+               headers={"Content-Disposition": "attachment; filename*=UTF-8''caf%C3%A9%20set.tar.gz"})
+    server.add("/plain/", BODY)
+    server.add("/evil/", BODY, headers={"Content-Disposition": 'attachment; filename="../../etc/x.zip"'})
+    expected = {"/get/": "caltech-101.zip", "/files/7/download": "café set.tar.gz", "/plain/": "archive",
+                "/evil/": "x.zip"}
+    for path, name in expected.items():
+        dest = download.download(server.base + path + "?token=1", raw / path.strip("/").replace("/", "_"), None,
+                                 partial, **FAST)
+        assert dest.name == name and dest.read_bytes() == BODY
+
+
+def test_tilde_in_a_local_path_expands(tmp_path, paths, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "archive.zip").write_bytes(BODY)
+    fetch("~/datasets/archive.zip", paths)
+    assert md5_of(paths["dest"]) == MD5
+    assert download.archive_name("~/datasets/archive.zip") == "archive.zip"
+
+
+def test_host_name_that_does_not_resolve_fails_fast_pointing_offline(paths):
+    # .invalid never resolves (RFC 6761); without a network the look-up fails the same way.
+    url = "https://data.caltech.invalid/records/x/files/caltech-101.zip?download=1"
+    started = time.monotonic()
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths, retries=5, backoff=2)  # retried, this would take a minute
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert "cannot resolve the host name 'data.caltech.invalid'" in message
+    assert "local path or a file:// URL" in message and "data.url" in message
+    assert_nothing_at_final_path(paths)
+
+
+def test_name_resolution_failure_seen_through_requests_is_not_retried(server, paths, monkeypatch):
+    import socket as socket_module
+
+    calls = []
+
+    def no_dns(*args, **kwargs):
+        calls.append(args[0])
+        raise socket_module.gaierror(socket_module.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", no_dns)
+    with pytest.raises(StageError, match="cannot resolve the host name 'example.org'.*file:// URL"):
+        fetch("http://example.org/archive.zip", paths, retries=5, backoff=2)
+    assert calls == ["example.org"]  # one look-up, no retries

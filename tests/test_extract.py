@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from PIL import Image
 from stages import extract
 from stages.common import StageError
 from tests.conftest import ROOT, subprocess_env
+from tools import synthetic
 from tools.synthetic import make_image
 
 EXCLUDE = ("BACKGROUND_Google",)
@@ -195,11 +198,16 @@ def test_empty_archive(out, tmp_path, suffix):
     assert "holds no class folders" in extract_error(archive, out)
 
 
-def test_archive_without_class_folders(out, tmp_path):
+def test_images_directly_at_the_top_are_a_clear_error(out, tmp_path):
     flat = make_zip(tmp_path / "flat.zip", {f"image_{i}.jpg": image_bytes(i) for i in range(4)})
-    assert "holds no class folders" in extract_error(flat, out)
-    deep = make_tar(tmp_path / "deep.tar", good_classes(prefix="a/b/"))  # two folders down
-    assert "holds no class folders" in extract_error(deep, out)
+    message = extract_error(flat, out)
+    assert "holds no class folders" in message and "4 image(s) directly in the top folder" in message
+
+
+def test_class_folders_two_folders_down_are_found(out, tmp_path):
+    deep = make_tar(tmp_path / "deep.tar", {**good_classes(prefix="a/b/"), "a/README.txt": b"about\n"})
+    report = run_extract(deep, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3} and report["class_root"] == "deep.tar: a/b/"
 
 
 UNSAFE_NAMES = ["../evil.jpg", "class_0/../../evil.jpg", "/tmp/evil_absolute.jpg"]
@@ -373,3 +381,220 @@ def test_cli_needs_exactly_one_archive(tmp_path, files):
     result = run_stage(tmp_path, [])
     assert result.returncode == 1
     assert f"expected exactly one archive in data/raw, found {len(files)}" in result.stderr
+
+
+# --- the official zip as it really is, and archives as users make them (issue 10) ---------------
+
+
+def test_official_fixture_is_the_real_listing(archives):
+    archive, _ = archives["official"]
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.namelist() == synthetic.OFFICIAL_LISTING  # all seven entries, in the real order
+        for name in zf.namelist():
+            if name.startswith("__MACOSX/"):
+                assert zf.read(name)[:4] == b"\x00\x05\x16\x07"  # AppleDouble
+        assert b"show_annotation" in zf.read("caltech-101/show_annotation.m")
+        with tarfile.open(fileobj=io.BytesIO(zf.read("caltech-101/101_ObjectCategories.tar.gz"))) as inner:
+            assert "101_ObjectCategories/BACKGROUND_Google/tmp" in inner.getnames()
+        with tarfile.open(fileobj=io.BytesIO(zf.read("caltech-101/Annotations.tar"))) as annotations:
+            assert all(name.startswith("Annotations") for name in annotations.getnames())
+
+
+def test_official_zip_plain_file_beside_the_nested_archives(archives, out):
+    """show_annotation.m sits beside the archives in caltech-101/: that folder is not a class folder."""
+    archive, expected = archives["official"]
+    report = run_extract(archive, out)
+    assert report["class_root"] == "caltech-101.zip > caltech-101/101_ObjectCategories.tar.gz: 101_ObjectCategories/"
+    assert report["images_per_class"] == expected["images_per_class"]
+    assert not any("tmp" == entry["path"].split("/")[-1] for entry in report["skipped_files"])  # excluded class
+
+
+def test_legacy_fixture_holds_the_stray_tmp(archives):
+    archive, _ = archives["legacy"]
+    with tarfile.open(archive) as tar:
+        assert "101_ObjectCategories/BACKGROUND_Google/tmp" in tar.getnames()
+
+
+@pytest.mark.parametrize("beside", ["LICENSE.txt", "README.txt", "show_annotation.m", "notes"])
+@pytest.mark.parametrize("wrapper", ["", "flower_photos/"], ids=["top", "wrapper"])
+def test_plain_file_beside_the_class_folders(out, tmp_path, beside, wrapper):
+    archive = make_tar(tmp_path / "flowers.tgz", {f"{wrapper}{beside}": b"licensed CC-BY\n",
+                                                  **good_classes(3, prefix=wrapper)})
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3, "class_2": 3}
+    assert report["skipped_files"] == [{"path": beside, "reason": "not inside a class folder"}]
+
+
+def test_flower_photos_layout(out, tmp_path):
+    archive = tmp_path / "flower_photos.tgz"
+    expected = synthetic.make_archive(archive, layout="flowers", n_classes=3, per_class=4, size=32)
+    with tarfile.open(archive) as tar:
+        assert "flower_photos/LICENSE.txt" in tar.getnames()
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == expected["images_per_class"]
+    assert sorted(entry["path"] for entry in report["skipped_files"]) == expected["skipped"]
+
+
+def utf8_names(images: Path) -> list[str]:
+    """Every name under images, checked as DVC reads them: valid UTF-8 bytes, NFC."""
+    names = []
+    for path in images.rglob("*"):
+        raw = os.fsencode(path.name)
+        name = raw.decode("utf-8")  # raises for Latin-1 bytes, as DVC's "surrogates not allowed" does
+        assert name == unicodedata.normalize("NFC", name), name
+        names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("layout", ["infozip", "windows", "macos", "latin1"])
+def test_names_as_tools_write_them(out, tmp_path, layout):
+    archive = tmp_path / ("names.tar" if layout == "latin1" else "names.zip")
+    expected = synthetic.make_archive(archive, layout=layout, n_classes=3, per_class=4, size=32)
+    if layout != "latin1":  # the fixture really is what the tool writes
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+        assert not any(info.flag_bits & 0x800 for info in infos)  # no UTF-8 flag
+        assert any(info.filename.endswith(("/", "\\")) for info in infos)  # directory entries
+        if layout == "windows":
+            assert any("\\" in info.filename for info in infos) and infos[0].create_system == 0
+        if layout == "macos":
+            assert any(info.filename.startswith("__MACOSX/") for info in infos)
+    else:
+        assert "café".encode("latin-1") in archive.read_bytes() and "café".encode() not in archive.read_bytes()
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == expected["images_per_class"]  # café, Ärger... not caf├⌐
+    assert sorted(entry["path"] for entry in report["skipped_files"]) == sorted(expected["skipped"])
+    names = utf8_names(out["images"])
+    assert set(expected["images_per_class"]) <= set(names)
+    assert json.loads(out["report"].read_text(encoding="utf-8"))["images_per_class"] == expected["images_per_class"]
+
+
+def test_non_utf8_bytes_become_valid_utf8(out, tmp_path):
+    """Bytes that are no text in any encoding still give a name DVC can take (no surrogates)."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        for name, body in {**good_classes(), "class_0/\x81\x8d\x9d.jpg": image_bytes(0)}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    archive = tmp_path / "odd.tar"
+    archive.write_bytes(data.getvalue())
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 4, "class_1": 3}
+    assert len(utf8_names(out["images"])) == 9
+
+
+def test_windows_zip_with_backslashes_and_directory_entries(out, tmp_path):
+    files = {f"photos/{name}": data for name, data in good_classes().items()}
+    archive = synthetic.write_zip(tmp_path / "win.zip", synthetic.zip_entries(files, "windows"))
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.namelist()[:2] == ["photos\\", "photos\\class_0\\"]
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+    assert listing(out["images"]) == {"class_0": ["image_0.jpg", "image_1.jpg", "image_2.jpg"],
+                                      "class_1": ["image_0.jpg", "image_1.jpg", "image_2.jpg"]}
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_name_too_long_for_the_file_system_is_left_out_with_its_reason(out, tmp_path, kind):
+    long_name = "class_1/" + "ä" * 140 + ".jpg"  # 284 bytes in UTF-8: over the 255-byte limit
+    long_folder = "x" * 256 + "/image.jpg"
+    entries = {**good_classes(), long_name: image_bytes(1), f"class_0/{long_folder}": image_bytes(0)}
+    archive = (make_zip if kind == "zip" else make_tar)(tmp_path / f"long.{kind}", entries)
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+    reasons = {entry["path"]: entry["reason"] for entry in report["skipped_files"]}
+    assert set(reasons) == {long_name, f"class_0/{long_folder}"}
+    assert all("longer than 255 bytes" in reason for reason in reasons.values())
+
+
+def test_a_name_the_file_system_refuses_is_left_out(out, tmp_path):
+    # A file and a folder of the same name: the second cannot be created; the stage goes on.
+    archive = make_tar(tmp_path / "clash.tar", {**good_classes(), "class_0/dup": b"x", "class_0/dup/a.jpg": image_bytes(0)})
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+    reasons = {entry["path"]: entry["reason"] for entry in report["skipped_files"]}
+    assert "the file system refused the name" in reasons["class_0/dup/a.jpg"]
+
+
+@pytest.mark.parametrize("typed", ["NFC", "NFD"])
+def test_exclude_matches_a_class_named_in_nfd(out, tmp_path, typed, capsys):
+    files = {"café/a.jpg": image_bytes(0), "café/b.jpg": image_bytes(0), **good_classes()}
+    archive = synthetic.write_zip(tmp_path / "mac.zip", synthetic.zip_entries(files, "macos"))
+    with zipfile.ZipFile(archive) as zf:
+        assert "cafe\u0301/a.jpg" in [info.filename.encode("cp437").decode() for info in zf.infolist()]
+    report = run_extract(archive, out, exclude=(unicodedata.normalize(typed, "café"),))
+    assert report["excluded"] == ["café"]
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+    assert "not a class folder" not in capsys.readouterr().err
+
+
+def test_encrypted_zip_is_a_clear_error(out, tmp_path):
+    entries = synthetic.zip_entries(good_classes(), "infozip", password=b"secret")
+    archive = synthetic.write_zip(tmp_path / "locked.zip", entries)
+    with zipfile.ZipFile(archive) as zf:  # a real ZipCrypto zip: right password opens it
+        assert zf.read("class_0/image_0.jpg", pwd=b"secret") == image_bytes(0)
+    message = extract_error(archive, out)
+    assert "is encrypted" in message and "password" in message and "without one" in message
+
+
+NESTED_KINDS = {".zip": None, ".tar": "w", ".tar.gz": "w:gz", ".tgz": "w:gz", ".tar.bz2": "w:bz2", ".tar.xz": "w:xz"}
+
+
+def nested_archive(suffix: str, files: dict[str, bytes]) -> bytes:
+    if suffix == ".zip":
+        data = io.BytesIO()
+        with zipfile.ZipFile(data, "w") as zf:
+            for name, body in files.items():
+                zf.writestr(name, body)
+        return data.getvalue()
+    return synthetic.tar_bytes(files, NESTED_KINDS[suffix])
+
+
+@pytest.mark.parametrize("suffix", list(NESTED_KINDS))
+def test_zip_whose_only_content_is_a_nested_archive(out, tmp_path, suffix):
+    inner = nested_archive(suffix, good_classes(3, prefix="images/"))
+    archive = make_zip(tmp_path / "outer.zip", {f"images{suffix}": inner})
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3, "class_2": 3}
+    assert report["class_root"] == f"outer.zip > images{suffix}: images/"
+
+
+def test_nested_archive_one_wrapper_down_beside_a_readme(out, tmp_path):
+    inner = nested_archive(".tar.xz", good_classes())
+    archive = make_tar(tmp_path / "outer.tar.gz", {"dataset/README.md": b"# data\n", "dataset/data.tar.xz": inner,
+                                                   "dataset/labels.tar": nested_archive(".tar", {"a/b.txt": b"x"})})
+    assert run_extract(archive, out)["images_per_class"] == {"class_0": 3, "class_1": 3}
+
+
+def test_archive_in_an_archive_in_an_archive(out, tmp_path):
+    innermost = nested_archive(".tar.gz", good_classes(prefix="101/"))
+    middle = nested_archive(".zip", {"inner/101.tar.gz": innermost})
+    archive = make_zip(tmp_path / "outer.zip", {"middle.zip": middle, "show.m": b"%"})
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+    assert report["class_root"] == "outer.zip > middle.zip > inner/101.tar.gz: 101/"
+
+
+def test_the_folder_holding_most_images_wins(out, tmp_path):
+    entries = {**good_classes(3, 4, prefix="dataset/images/"), **good_classes(1, 2, prefix="dataset/samples/"),
+               "dataset/thumbs.tar": nested_archive(".tar", good_classes(2, 1))}
+    report = run_extract(make_zip(tmp_path / "mixed.zip", entries), out)
+    assert report["images_per_class"] == {"class_0": 4, "class_1": 4, "class_2": 4}
+    assert report["class_root"] == "mixed.zip: dataset/images/"
+
+
+def test_when_it_cannot_decide_the_error_lists_what_it_found(out, tmp_path):
+    same = {**good_classes(prefix="train/"), **good_classes(prefix="copy/")}
+    message = extract_error(make_zip(tmp_path / "twice.zip", same), out)
+    assert "cannot tell which folder holds the classes" in message
+    assert "twice.zip: copy/ (2 subfolder(s) holding 6 image(s))" in message
+    assert "twice.zip: train/ (2 subfolder(s) holding 6 image(s))" in message
+
+    nothing = make_zip(tmp_path / "docs.zip", {"caltech-101/show_annotation.m": b"%", "caltech-101/notes.tar.xz":
+                                               nested_archive(".tar.xz", {"a/b.txt": b"x"}),
+                                               "caltech-101/broken.tar.gz": b"\x1f\x8b not really"})
+    message = extract_error(nothing, out)
+    assert "holds no class folders" in message
+    assert "docs.zip > caltech-101/notes.tar.xz (no images)" in message
+    assert "docs.zip > caltech-101/broken.tar.gz (cannot be read" in message
