@@ -115,3 +115,19 @@ def test_a_file_failing_at_features_time_is_named_with_what_to_do(tmp_path):
     bad.write_bytes(_truncated_jpeg())
     with pytest.raises(StageError, match=r"cls/changed.jpg: not a readable image.*dvc checkout data/images"):
         _decode_batch([str(bad)], 32)
+
+
+def test_the_extract_stage_keeps_every_file_the_decoder_reads(corpus, tmp_path):
+    import tarfile
+
+    from stages.extract import extract
+
+    folder, samples = corpus
+    archive = tmp_path / "corpus.tar"
+    with tarfile.open(archive, "w") as tar:
+        for label in ("first", "second"):
+            for sample in samples:
+                tar.add(folder / sample.name, f"photos/{label}/{sample.name}")
+    report = extract(archive, tmp_path / "images", tmp_path / "data.json", exclude=())
+    assert report["images_per_class"] == {"first": len(samples), "second": len(samples)}
+    assert report["skipped_files"] == []
