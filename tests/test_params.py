@@ -251,7 +251,7 @@ def test_run_exits_1_when_params_changed_while_the_stage_ran(fresh_tracking, cap
     from stages.common import run
 
     def stage():
-        params.load(fresh_tracking).train.seed
+        assert params.load(fresh_tracking).train.seed == 42
         edit(fresh_tracking, "train.seed", 1)
 
     with pytest.raises(SystemExit) as exited:
