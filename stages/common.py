@@ -15,9 +15,16 @@ class StageError(Exception):
 
 
 def run(main: Callable[[], object]) -> None:
-    """Run a stage's CLI entry point, turning StageError and Ctrl-C into a message and a non-zero exit."""
+    """Run a stage's CLI entry point, turning StageError and Ctrl-C into a message and a non-zero exit.
+
+    A stage that read params.yaml fails at the end if the keys it read were edited meanwhile: DVC records
+    params.yaml as it is after the command exits.
+    """
+    from stages import params  # here, not at the top: params imports this module
+
     try:
         main()
+        params.check_unchanged()
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -28,23 +28,42 @@ HEADS = ("dense", "logistic")
 # Keras 3 backends the features stage can run on (stages/backend.py).
 BACKENDS = ("tensorflow", "jax", "torch")
 
+# What this process loaded, and the keys it has read since: run() checks those against params.yaml at the end.
+_loaded: tuple[Path, dict] | None = None
+_read: set[str] = set()
+
+
+class _Section:
+    """A params section that records which of its keys the stage reads (attribute access: `config.epochs`)."""
+
+    section = ""
+
+    def __getattribute__(self, name: str) -> Any:
+        cls = type(self)
+        if name in cls.__dataclass_fields__:
+            _read.add(f"{cls.section}.{name}")
+        return object.__getattribute__(self, name)
+
 
 @dataclass(frozen=True)
-class DataParams:
+class DataParams(_Section):
+    section = "data"
     url: str
     md5: str | None
     exclude: tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class SplitParams:
+class SplitParams(_Section):
+    section = "split"
     test: float
     val: float
     seed: int
 
 
 @dataclass(frozen=True)
-class FeaturesParams:
+class FeaturesParams(_Section):
+    section = "features"
     backbone: str
     backend: str
     weights: str | None
@@ -53,7 +72,8 @@ class FeaturesParams:
 
 
 @dataclass(frozen=True)
-class TrainParams:
+class TrainParams(_Section):
+    section = "train"
     head: str
     epochs: int
     batch_size: int
@@ -207,13 +227,49 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
     return Params(**{name: cls(**sections[name]) for name, cls in SECTIONS.items()})
 
 
-def load(path: str | Path = "params.yaml") -> Params:
-    """Read and validate the params file (stages run from the repository root, as DVC runs them)."""
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StageError(f"{path} not found: run stages from the repository root") from None
     except yaml.YAMLError as error:
         raise StageError(f"{path} is not valid YAML: {error}") from None
-    return validate(raw, str(path))
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the params file (stages run from the repository root, as DVC runs them)."""
+    global _loaded
+    path = Path(path)
+    raw = _read_yaml(path)
+    loaded = validate(raw, str(path))
+    _loaded = (path, raw)
+    return loaded
+
+
+def _value(raw: Any, key: str) -> Any:
+    section, name = key.split(".")
+    values = raw.get(section) if isinstance(raw, dict) else None
+    return values.get(name, "<missing>") if isinstance(values, dict) else "<missing>"
+
+
+def check_unchanged() -> None:
+    """Fail if params.yaml now holds other values for the keys this stage read than when it loaded them.
+
+    DVC reads params.yaml into dvc.lock only after the stage's command exits, so an edit made while the stage
+    ran would otherwise be recorded beside outputs made with the old values, and `dvc status` would say clean.
+    Keys the stage did not read may change freely (the next stage reads them when it starts).
+    """
+    if _loaded is None:
+        return
+    path, before = _loaded
+    try:
+        now = _read_yaml(path)
+    except StageError as error:
+        raise StageError(f"{path} changed while the stage ran and can no longer be read ({error})") from None
+    changed = sorted(key for key in _read if _value(before, key) != _value(now, key))
+    if changed:
+        details = ", ".join(f"{key} {_value(before, key)!r} -> {_value(now, key)!r}" for key in changed)
+        raise StageError(
+            f"{path} changed while the stage ran ({details}); its outputs were made with the old values, so "
+            "they are not recorded as up to date: run `dvc repro` again"
+        )

@@ -101,10 +101,13 @@ def train(features_dir: Path, model_path: Path, live_dir: Path, config: params.T
     train_part, val_part = load_part(features_dir, "train"), load_part(features_dir, "val")
     backend.seed_everything(config.seed)
     fit = fit_dense if config.head == "dense" else fit_logistic
-    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        model = fit(train_part, val_part, len(classes), config, live)
-    with atomic_output(Path(model_path), suffix=".keras") as tmp:
-        model.save(tmp)
+    # The DVCLive files are tracked in git: log into a temporary sibling and move it into place only once training
+    # has finished, so an interrupted run leaves no partial metrics or plots to commit.
+    with atomic_output(Path(live_dir)) as live_tmp:
+        with Live(str(live_tmp), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+            model = fit(train_part, val_part, len(classes), config, live)
+        with atomic_output(Path(model_path), suffix=".keras") as tmp:
+            model.save(tmp)
     print(f"train: {config.head} head on {len(train_part[1])} images, {len(classes)} classes -> {model_path}")
 
 

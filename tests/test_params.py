@@ -196,3 +196,67 @@ def test_stage_with_bad_params_exits_before_any_work(tmp_path, module, args, unt
     # No work done: nothing deleted (download clears data/raw first), nothing created.
     assert (tmp_path / untouched).read_bytes() == b"old"
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+# ------------------------------------------------------------------------------------------- edited during a run
+
+
+@pytest.fixture
+def fresh_tracking(monkeypatch, tmp_path):
+    """A params.yaml in tmp_path and clean load/read tracking (module state, one stage per process in real runs)."""
+    monkeypatch.setattr(params, "_loaded", None)
+    monkeypatch.setattr(params, "_read", set())
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    return path
+
+
+def edit(path: Path, key: str, value) -> None:
+    path.write_text(yaml.safe_dump(with_value(key, value)))
+
+
+def test_a_read_key_edited_meanwhile_fails_naming_key_and_values(fresh_tracking):
+    config = params.load(fresh_tracking).train
+    assert config.epochs == GOOD["train"]["epochs"]
+    edit(fresh_tracking, "train.epochs", 7)
+    with pytest.raises(StageError) as caught:
+        params.check_unchanged()
+    message = str(caught.value)
+    assert f"{fresh_tracking} changed while the stage ran" in message
+    assert f"train.epochs {GOOD['train']['epochs']} -> 7" in message and "dvc repro" in message
+
+
+def test_keys_the_stage_did_not_read_may_change(fresh_tracking):
+    config = params.load(fresh_tracking).data
+    assert config.url and config.md5  # download reads these two, not data.exclude
+    edit(fresh_tracking, "data.exclude", [])
+    params.check_unchanged()
+    edit(fresh_tracking, "features.batch_size", 3)
+    params.check_unchanged()
+    assert params._read == {"data.url", "data.md5"}
+    edit(fresh_tracking, "data.md5", None)
+    with pytest.raises(StageError, match=r"data\.md5"):
+        params.check_unchanged()
+
+
+def test_nothing_loaded_nothing_checked(fresh_tracking):
+    params.check_unchanged()  # a stage that never called load() (predict)
+    params.load(fresh_tracking)  # evaluate: validates, reads no key
+    fresh_tracking.write_text("not: [valid")
+    with pytest.raises(StageError, match="can no longer be read"):
+        params.check_unchanged()
+
+
+def test_run_exits_1_when_params_changed_while_the_stage_ran(fresh_tracking, capsys):
+    from stages.common import run
+
+    def stage():
+        assert params.load(fresh_tracking).train.seed == 42
+        edit(fresh_tracking, "train.seed", 1)
+
+    with pytest.raises(SystemExit) as exited:
+        run(stage)
+    assert exited.value.code == 1
+    assert "train.seed 42 -> 1" in capsys.readouterr().err
+
+    run(lambda: params.load(fresh_tracking).train.seed)  # unchanged since this load: no exit

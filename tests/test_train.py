@@ -1,6 +1,7 @@
 """The train stage: the tutorial's head, determinism, DVCLive logs, and the logistic head."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -85,3 +86,34 @@ def test_logistic_head_saves_a_loadable_model(feature_cache, tmp_path):
     features = np.load(feature_cache["features"] / "test" / "features.npy")
     probabilities = model.predict(features, verbose=0)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_training_interrupted_after_an_epoch_leaves_no_metrics_files(feature_cache, tmp_path, monkeypatch):
+    from dvclive import Live
+
+    steps = []
+    original = Live.next_step
+
+    def interrupt_after_the_first_epoch(live):
+        original(live)  # epoch 1's metrics and plots are written (into the temporary folder)...
+        steps.append(live.step)
+        assert (Path(live.dir) / "metrics.json").is_file()
+        raise KeyboardInterrupt  # ...then Ctrl-C
+
+    monkeypatch.setattr(Live, "next_step", interrupt_after_the_first_epoch)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        run_train(feature_cache, out)
+    assert steps == [1]
+    assert sorted(p.name for p in out.iterdir()) == []  # no live/ folder, no head.keras, no temporaries
+
+
+def test_a_rerun_replaces_the_previous_metrics_whole(feature_cache, tmp_path):
+    out = tmp_path / "out"
+    run_train(feature_cache, out, epochs=3)
+    (out / "live" / "stale.txt").write_text("from an older run")
+    run_train(feature_cache, out, epochs=2)
+    assert json.loads((out / "live" / "metrics.json").read_text())["step"] == 1
+    assert not (out / "live" / "stale.txt").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["head.keras", "live"]

@@ -1,0 +1,180 @@
+"""dvc.yaml against the code: each stage depends on exactly the project modules its command can execute and
+lists exactly the params keys it reads, and every output DVC caches is ignored by a committed .gitignore.
+
+Derived from the source with `ast`, so a new import (also one inside a function) or a new params key read
+fails here until dvc.yaml says so; otherwise `dvc status` would call stale outputs up to date.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import params
+from tools.scratch_repo import ROOT
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+SECTIONS = {"data": params.DataParams, "split": params.SplitParams, "features": params.FeaturesParams,
+            "train": params.TrainParams}
+
+
+def module_files(name: str) -> list[Path]:
+    """The project files that importing module `name` executes: each package's __init__.py, then the module."""
+    files, parts = [], name.split(".")
+    for depth in range(1, len(parts) + 1):
+        base = ROOT.joinpath(*parts[:depth])
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.is_file():
+                files.append(candidate)
+                break
+        else:
+            return []  # not a project module (the standard library, an installed package)
+    return files
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module that an import statement anywhere in the file names, function bodies included."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from stages import params`
+    return names
+
+
+def executed_files(module: str) -> set[Path]:
+    """The project files `python -m module` can execute: the module and, transitively, what it imports."""
+    seen: set[Path] = set()
+    todo = module_files(module)
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo += [f for name in imported_modules(path) for f in module_files(name)]
+    return seen
+
+
+def stage_module(stage: dict) -> str:
+    words = stage["cmd"].split()
+    assert words[:2] == ["python", "-m"], f"unexpected command {stage['cmd']!r}"
+    return words[2]
+
+
+def relative(paths) -> set[str]:
+    return {Path(p).relative_to(ROOT).as_posix() for p in paths}
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_depends_on_exactly_the_modules_it_executes(name):
+    stage = STAGES[name]
+    executed = relative(executed_files(stage_module(stage)))
+    declared = {dep for dep in stage.get("deps", []) if dep.endswith(".py")}
+    assert declared == executed, (
+        f"dvc.yaml stage {name}: add to deps {sorted(executed - declared)}, remove {sorted(declared - executed)}"
+    )
+
+
+def test_the_import_walk_sees_imports_inside_functions():
+    # train imports stages.backbones only inside a function; the walk must still find it.
+    assert "stages/backbones.py" in relative(executed_files("stages.train"))
+    assert "stages/__init__.py" in relative(executed_files("stages.train"))
+    assert relative(executed_files("json")) == set()
+
+
+def attribute_nodes(path: Path) -> list[ast.Attribute]:
+    return [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Attribute)]
+
+
+def keys_read(module: str) -> set[str]:
+    """params keys a stage reads: for each section its own module takes with `params.load().<section>`, the
+    fields that the code it can execute reads as attributes (`config.epochs`). Static, so a superset: a field
+    name read anywhere in those modules counts."""
+    sections = {
+        node.attr for node in attribute_nodes(module_files(module)[-1])
+        if isinstance(node.value, ast.Call) and getattr(node.value.func, "attr", None) == "load"
+        and node.attr in SECTIONS
+    }
+    attributes = {node.attr for p in executed_files(module) if p.name != "params.py" for node in attribute_nodes(p)}
+    return {
+        f"{section}.{field.name}"
+        for section in sections
+        for field in dataclasses.fields(SECTIONS[section])
+        if field.name in attributes
+    }
+
+
+def declared_keys(stage: dict) -> set[str]:
+    """A stage's `params:` with whole sections (`- train`) expanded to their keys."""
+    keys = set()
+    for entry in stage.get("params", []):
+        assert isinstance(entry, str), f"unexpected params entry {entry!r}"
+        if "." in entry:
+            keys.add(entry)
+        else:
+            keys.update(f"{entry}.{field.name}" for field in dataclasses.fields(SECTIONS[entry]))
+    return keys
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_params_are_the_keys_it_reads(name):
+    stage = STAGES[name]
+    read, declared = keys_read(stage_module(stage)), declared_keys(stage)
+    assert declared == read, f"dvc.yaml stage {name}: add to params {sorted(read - declared)}, " \
+                             f"remove {sorted(declared - read)}"
+
+
+def test_evaluate_reads_no_params_and_download_only_the_source():
+    assert keys_read("stages.evaluate") == set()
+    assert keys_read("stages.download") == {"data.url", "data.md5"}
+
+
+def outputs(cached: bool) -> list[str]:
+    paths = []
+    for stage in STAGES.values():
+        for out in stage.get("outs", []):
+            path, options = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+            if options.get("cache", True) == cached:
+                paths.append(path)
+    return paths
+
+
+def ignored(paths: list[str], tmp_path: Path) -> dict[str, bool]:
+    """Which paths the committed top-level .gitignore alone ignores (in a repository holding only that file)."""
+    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    result = {}
+    for path in paths:
+        command = ["git", "check-ignore", "-q", "--no-index", path]
+        status = subprocess.run(command, cwd=tmp_path, check=False).returncode
+        assert status in (0, 1), f"git check-ignore failed on {path}"
+        result[path] = status == 0
+    return result
+
+
+def test_every_cached_output_is_ignored_by_the_committed_gitignore(tmp_path):
+    cached = outputs(cached=True)
+    assert {"data/raw", "data/features", "models/head.keras", "models/classifier.keras"} <= set(cached)
+    paths = cached + [f"{path}/inside" for path in cached]
+    assert ignored(paths, tmp_path) == dict.fromkeys(paths, True)
+
+
+def test_git_tracked_outputs_are_not_ignored_but_their_temporaries_are(tmp_path):
+    tracked = outputs(cached=False)
+    assert "metrics/train/metrics.json" in tracked and "metrics/test.json" in tracked
+    assert ignored(tracked, tmp_path) == dict.fromkeys(tracked, False)
+    # train's DVCLive folder and evaluate's files are written as temporary siblings first (atomic_output).
+    temporaries = ["metrics/.train.tmp/metrics.json", "metrics/.test.json.tmp", "models/.head.keras.tmp.keras"]
+    assert ignored(temporaries, tmp_path) == dict.fromkeys(temporaries, True)

@@ -1,0 +1,75 @@
+"""`dvc status` says up to date only when it is true, and a failed run leaves nothing for git to pick up: a
+params.yaml edit made while `train` runs fails the stage, and after the rerun `git status` is clean under data/ and
+models/ although DVC rolled back the ignore entries of that first run (treeverse/dvc#11091)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tools.scratch_repo import (
+    dvc,
+    git,
+    make_repo,
+    md5_of,
+    read_params,
+    small_params,
+    stages_run,
+    subprocess_env,
+    write_params,
+)
+from tools.synthetic import make_archive
+
+LONG_TRAINING = 150  # epochs: several seconds, time enough to edit params.yaml while train runs
+
+
+def wait_for(log: Path, text: str, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in log.read_text(errors="replace"):
+        assert process.poll() is None, f"dvc repro ended before {text!r}:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} within {seconds} s:\n{log.read_text()[-4000:]}"
+        time.sleep(0.1)
+
+
+@pytest.mark.e2e
+def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_path):
+    archive = tmp_path / "101_ObjectCategories.tar.gz"
+    make_archive(archive, layout="legacy", n_classes=3, per_class=12, size=32)
+    repo = make_repo(tmp_path / "repo", small_params(str(archive), md5_of(archive), **{"train.epochs": LONG_TRAINING}))
+
+    log = tmp_path / "repro.log"
+    with open(log, "wb") as output:  # a file, not a pipe, so a full pipe can never block dvc
+        process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=subprocess_env(),
+                                   stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for(log, "Epoch 1/", process, seconds=480)  # train has loaded its params and is training
+        params = read_params(repo)
+        params["train"]["epochs"] = 2
+        write_params(repo, params)
+        process.wait(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text(errors="replace")
+    assert process.returncode != 0, text[-4000:]
+    assert f"params.yaml changed while the stage ran (train.epochs {LONG_TRAINING} -> 2)" in text, text[-4000:]
+    assert stages_run(text) == ["download", "extract", "split", "features", "train"]
+
+    # dvc.lock must not claim the 400-epoch head was made with epochs: 2.
+    assert dvc(repo, "status", "-q", check=False).returncode == 1
+    assert "train" in dvc(repo, "status").stdout
+    porcelain = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
+    assert not [line for line in porcelain.splitlines() if line[3:].startswith(("data/", "models/"))], porcelain
+
+    rerun = dvc(repo, "repro")
+    assert stages_run(f"{rerun.stdout}\n{rerun.stderr}") == ["train", "evaluate", "export"]
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
+    porcelain = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
+    changed = [line[3:] for line in porcelain.splitlines()]
+    assert changed and not [path for path in changed if path.startswith(("data/", "models/"))], porcelain
+    assert all(path in ("dvc.lock", "params.yaml") or path.startswith("metrics/") for path in changed), porcelain
