@@ -41,6 +41,12 @@ def _dvc(repo: Path, *args: str) -> str:
     return result.stdout
 
 
+def _table_or(markdown: str, empty: str) -> str:
+    """A table from `dvc ... --md`, or `empty` when it has no rows (dvc prints a bare header then)."""
+    lines = markdown.strip().splitlines()
+    return "\n".join(lines) if len(lines) > 2 else empty
+
+
 def resolve_revision(repo: Path, rev: str) -> str:
     """The commit `rev` names; StageError when git does not know it (a shallow CI checkout, a typo)."""
     if _command(repo, "git", "rev-parse", "--git-dir").returncode != 0:
@@ -145,11 +151,11 @@ def report(repo: Path, base_rev: str, top: int = 10, image_url: str | None = Non
         *stale_notes(repo),
         "### Metrics",
         "",
-        _dvc(repo, "metrics", "diff", base_rev, "--all", "--md").strip() or "No metrics found.",
+        _table_or(_dvc(repo, "metrics", "diff", base_rev, "--all", "--md"), "No metrics found."),
         "",
         "### Params",
         "",
-        _dvc(repo, "params", "diff", base_rev, "--md").strip() or f"No parameter changed since `{base_rev}`.",
+        _table_or(_dvc(repo, "params", "diff", base_rev, "--md"), f"No parameter changed since `{base_rev}`."),
         "",
         *f1_section(repo, base_rev, top),
         *image_section(repo, image_url),
