@@ -1,0 +1,92 @@
+"""The CI configuration: the GitHub workflow files pass the schema check .ci/run makes (and a typo fails it),
+they keep the triggers, permissions and steps the README promises, and .ci/run lints with the pinned ruff."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools.scratch_repo import ROOT
+
+WORKFLOWS = ROOT / ".github/workflows"
+
+
+def check_jsonschema(*paths: Path) -> subprocess.CompletedProcess:
+    """The command .ci/run runs: check-jsonschema with the GitHub-workflow schema it ships (no network)."""
+    executable = Path(sys.executable).with_name("check-jsonschema")
+    command = [str(executable), "--builtin-schema", "vendor.github-workflows", *map(str, paths)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def load(name: str) -> dict:
+    # YAML 1.1 reads the key `on` as True; GitHub reads it as "on".
+    workflow = yaml.safe_load((WORKFLOWS / name).read_text())
+    workflow["on"] = workflow.pop(True)
+    return workflow
+
+
+def test_workflow_files_pass_the_github_workflow_schema():
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert [path.name for path in files] == ["report.yml", "test.yml"]
+    result = check_jsonschema(*files)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "typo",
+    [("runs-on:", "run-on:"), ("pull-requests: write", "pull-request: write"), ("timeout-minutes: 90", "timeout: 90")],
+)
+def test_a_typo_in_a_workflow_fails_the_schema_check(tmp_path, typo):
+    text = (WORKFLOWS / "report.yml").read_text()
+    assert typo[0] in text
+    broken = tmp_path / "report.yml"
+    broken.write_text(text.replace(typo[0], typo[1], 1))
+    result = check_jsonschema(broken)
+    assert result.returncode == 1, result.stdout
+    assert "Schema validation errors were encountered" in result.stdout + result.stderr
+
+
+def test_test_workflow_runs_ci_run_on_python_311_with_the_pip_cache():
+    workflow = load("test.yml")
+    assert set(workflow["on"]) == {"push", "pull_request"}
+    assert workflow["permissions"] == {"contents": "read"}
+    steps = workflow["jobs"]["test"]["steps"]
+    python = next(step for step in steps if step.get("uses", "").startswith("actions/setup-python@"))
+    assert python["with"]["python-version"] == "3.11" and python["with"]["cache"] == "pip"
+    assert python["with"]["cache-dependency-path"].split() == ["requirements.txt", "requirements-dev.txt"]
+    assert steps[-1]["run"] == ".ci/run"
+    assert (ROOT / ".ci/run").stat().st_mode & 0o111  # executable, as the step calls it
+
+
+def test_report_workflow_has_least_permissions_full_history_and_one_updated_comment():
+    workflow = load("report.yml")
+    assert set(workflow["on"]) == {"pull_request"}
+    assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
+    steps = workflow["jobs"]["report"]["steps"]
+    checkout = next(step for step in steps if step.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 0
+    named = {step["name"]: step for step in steps if "name" in step}
+    assert "secrets.DVC_REMOTE_URL" in named["Bring the pipeline up to date"]["env"]["DVC_REMOTE_URL"]
+    report = named["Report"]
+    assert report["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
+    assert 'python -m tools.report "$BASE_SHA"' in report["run"]
+    comment = named["Comment on the pull request"]
+    assert "--edit-last --create-if-none" in comment["run"] and comment["env"]["GH_TOKEN"] == "${{ github.token }}"
+
+
+def test_ci_run_lints_with_ruff_and_checks_the_workflow_schema():
+    script = (ROOT / ".ci/run").read_text()
+    for command in (
+        "ruff check .",
+        "ruff format --check .",
+        "check-jsonschema --builtin-schema vendor.github-workflows",
+    ):
+        assert command in script
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
+    assert ruff["line-length"] == 120
+    assert ruff["lint"]["select"] == ["E", "W", "F", "I", "B", "UP", "SIM"]  # explicit, not ruff's moving default
