@@ -12,7 +12,7 @@ then, per backend, in a process of its own (Keras picks its backend at import):
                  compile, every image decoded, run and written (the stage's own timer);
   per batch size one compiled extractor, warmed up (compile timed on its own), then
                  end_to_end: files -> decode + resize -> model -> features on disk, with the stage's own
-                 functions (image_batches, write_features); model_only: the same batches, already decoded,
+                 functions (ImageDecoder, write_features); model_only: the same batches, already decoded,
                  from host memory through the same function; decode_only: the decoder alone.
 Prints a summary and writes JSON to $OUT/gpu_benchmark.json when OUT is set (and to --json). Each step is
 recorded as it ends, so a run cut short keeps what it measured.
@@ -92,7 +92,7 @@ def measure_backend(name: str, scratch: Path, size: int, batch_sizes: list[int],
     import numpy as np
 
     from stages import backend
-    from stages.features import compile_extractor, extract_features, image_batches, read_manifests, write_features
+    from stages.features import ImageDecoder, compile_extractor, extract_features, read_manifests, write_features
     from stages.params import FeaturesParams
 
     figures: dict = {"backend": name, "steps": {}}
@@ -135,15 +135,18 @@ def measure_backend(name: str, scratch: Path, size: int, batch_sizes: list[int],
             extract_batch(decoded[:n])
         model_s = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        for _ in image_batches(paths, size, batch_size):
-            pass
-        decode_s = time.perf_counter() - t0
+        with ImageDecoder(size, batch_size) as decoder:  # worker start-up is not counted, as in a long run
+            for _ in decoder.batches(paths[: batch_size * decoder.workers]):
+                pass
+            t0 = time.perf_counter()
+            for _ in decoder.batches(paths):
+                pass
+            decode_s = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        out = scratch / f"e2e-{name}-{batch_size}.npy"
-        write_features(extract_batch, image_batches(paths, size, batch_size), n_images, model.output_shape[-1], out, "e2e")
-        end_to_end_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = scratch / f"e2e-{name}-{batch_size}.npy"
+            write_features(extract_batch, decoder.batches(paths), n_images, model.output_shape[-1], out, "e2e")
+            end_to_end_s = time.perf_counter() - t0
         record(f"batch{batch_size}", {
             "batch_size": batch_size, "images": n_images, "compile_s": compile_s,
             "model_only_img_s": n_images / model_s, "decode_only_img_s": n_images / decode_s,

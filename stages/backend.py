@@ -92,6 +92,10 @@ def prepare_device(name: str) -> str:
     gpu = gpu_name(name)
     if gpu:
         keras.mixed_precision.set_global_policy("mixed_float16")
+        if name == "torch":
+            import torch
+
+            torch.backends.cudnn.benchmark = True  # the batch shape is fixed: let cuDNN pick its fastest kernels
         return f"GPU {gpu} ({name}, mixed precision)"
     if nvidia_driver_present():
         print(f"warning: an NVIDIA driver is installed but {name} sees no GPU, so this runs on the CPU; "

@@ -1,8 +1,8 @@
 """Stage 4: run the frozen backbone once over every image and cache the pooled features.
 
 Runs on the Keras backend named by features.backend (TensorFlow, JAX or PyTorch), on its GPU when it has one
-(mixed precision), else on the CPU (deterministic). A thread pool decodes and resizes images with the shared
-decoder (stages/images.py) a few batches ahead of the model, which is compiled once for the backend; features
+(mixed precision), else on the CPU (deterministic). Worker processes decode and resize images with the shared
+decoder (stages/images.py) into shared memory a few batches ahead of the model, which is compiled once for the backend; features
 are appended to the .npy files as they come, so memory does not grow with the dataset.
 Writes data/features/<part>/{features,labels}.npy and classes.json.
 """
@@ -10,11 +10,11 @@ Writes data/features/<part>/{features,labels}.npy and classes.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -37,32 +37,89 @@ def read_manifests(split_dir: Path) -> dict[str, pd.DataFrame]:
     return manifests
 
 
-def _decode_batch(paths: list[str], image_size: int) -> np.ndarray:
-    batch = np.empty((len(paths), image_size, image_size, 3), np.uint8)
-    for row, path in enumerate(paths):
+# In each decoding worker process: the shared batch buffers (set by _attach), and the mapping behind them.
+_SLOTS: np.ndarray | None = None
+_MEMORY = None
+
+
+def _attach(name: str, shape: tuple[int, ...]) -> None:
+    from multiprocessing import shared_memory
+
+    global _SLOTS, _MEMORY
+    # Spawned workers share the parent's resource tracker, so attaching adds no second owner: the parent unlinks.
+    _MEMORY = shared_memory.SharedMemory(name=name)
+    _SLOTS = np.ndarray(shape, np.uint8, buffer=_MEMORY.buf)
+
+
+def _decode_into(slot: int, start: int, paths: list[str]) -> None:
+    """Decode paths into rows start.. of a shared batch (runs in a worker process)."""
+    size = _SLOTS.shape[2]
+    for row, path in enumerate(paths, start):
         try:
-            batch[row] = load_image(path, image_size)
+            _SLOTS[slot, row] = load_image(path, size)
         except ImageError as error:
             raise StageError(
                 f"{path}: {error}. The extract stage kept it with the same decoder, so the file has changed "
                 "since: run `dvc checkout data/images` to restore it, or `dvc repro -f extract` to re-extract"
             ) from None
-    return batch
 
 
-def image_batches(paths: list[str], image_size: int, batch_size: int, workers: int | None = None) -> Iterator[np.ndarray]:
-    """uint8 (n, image_size, image_size, 3) batches in the order of `paths`, decoded by a thread pool a few
-    batches ahead (Pillow releases the GIL while it decodes and resizes)."""
-    workers = workers or min(32, os.cpu_count() or 1)
-    chunks = (paths[i:i + batch_size] for i in range(0, len(paths), batch_size))
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(_decode_batch, chunk, image_size))
-            if len(pending) > workers + 1:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+class ImageDecoder:
+    """Worker processes that decode and resize images (stages/images.py) into batches in shared memory, a few
+    batches ahead of the model. Processes, not threads: Pillow holds the GIL for much of each small image, so
+    threads stop scaling at about two cores.
+
+        with ImageDecoder(image_size, batch_size) as decoder:
+            for batch in decoder.batches(paths): ...   # uint8 (n, size, size, 3), valid until the next batch
+    """
+
+    def __init__(self, image_size: int, batch_size: int, workers: int | None = None):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import shared_memory
+
+        self.workers = workers or min(32, os.cpu_count() or 1)
+        self.batch_size = batch_size
+        self.n_slots = self.workers + 2  # batches decoding, one held by the model, one spare
+        shape = (self.n_slots, batch_size, image_size, image_size, 3)
+        self.memory = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)))
+        self.slots = np.ndarray(shape, np.uint8, buffer=self.memory.buf)
+        # spawn: forking a process that runs TensorFlow or JAX threads can deadlock the child.
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_attach, initargs=(self.memory.name, shape))
+
+    def __enter__(self) -> ImageDecoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        del self.slots
+        self.memory.unlink()  # freed once the last view of it is gone
+        with contextlib.suppress(BufferError):  # a caller may still hold a batch
+            self.memory.close()
+
+    def _submit(self, slot: int, chunk: list[str]) -> list:
+        # Split each batch across the workers so that even one batch is decoded in parallel.
+        step = max(4, -(-len(chunk) // self.workers))
+        return [self.pool.submit(_decode_into, slot, i, chunk[i:i + step]) for i in range(0, len(chunk), step)]
+
+    def batches(self, paths: list[str]) -> Iterator[np.ndarray]:
+        """uint8 (n, image_size, image_size, 3) batches in the order of `paths`; each stays valid until the next
+        one is asked for (its buffer is then reused)."""
+        in_flight: deque = deque()
+        chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
+        for number, chunk in enumerate(chunks):
+            if len(in_flight) == self.n_slots - 1:  # keep the slot of the batch the caller holds untouched
+                yield self._collect(*in_flight.popleft())
+            slot = number % self.n_slots
+            in_flight.append((slot, len(chunk), self._submit(slot, chunk)))
+        while in_flight:
+            yield self._collect(*in_flight.popleft())
+
+    def _collect(self, slot: int, n: int, futures: list) -> np.ndarray:
+        for future in futures:
+            future.result()  # re-raises a worker's StageError
+        return self.slots[slot, :n]
 
 
 def compile_extractor(model, backend_name: str, batch_size: int, on_gpu: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -138,11 +195,11 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
     print(f"features: {config.backbone} ({n_features}-d) at {config.image_size}px on {device}", file=sys.stderr)
 
     start, total = time.perf_counter(), sum(map(len, manifests.values()))
-    with atomic_output(Path(features_dir)) as tmp:
+    with atomic_output(Path(features_dir)) as tmp, ImageDecoder(config.image_size, config.batch_size) as decoder:
         for part, frame in manifests.items():
             (tmp / part).mkdir(parents=True)
             paths = [str(Path(images_dir) / p) for p in frame["path"]]
-            batches = image_batches(paths, config.image_size, config.batch_size)
+            batches = decoder.batches(paths)
             write_features(extract_batch, batches, len(paths), n_features, tmp / part / "features.npy", part)
             np.save(tmp / part / "labels.npy", frame["label"].map(index).to_numpy(np.int32))
         write_json(tmp / "classes.json", classes)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from stages.features import _decode_batch, image_batches
+from stages.features import ImageDecoder
 from stages.images import ImageError, check_image, load_image
 from tools.image_corpus import make_corpus, picture
 
@@ -69,9 +69,12 @@ def test_resizing_gives_the_model_input(corpus):
 def test_the_features_stage_batches_use_the_same_pixels(corpus):
     folder, samples = corpus
     paths = [str(folder / sample.name) for sample in samples]
-    batches = list(image_batches(paths, 32, batch_size=6, workers=3))
+    with ImageDecoder(32, batch_size=6, workers=2) as decoder:
+        batches = [batch.copy() for batch in decoder.batches(paths)]  # each batch's buffer is reused later
+        again = np.concatenate([batch.copy() for batch in decoder.batches(paths[::-1])])
     assert [len(batch) for batch in batches] == [6, 6, 6, len(paths) - 18]
     stacked = np.concatenate(batches)
+    np.testing.assert_array_equal(again, stacked[::-1])  # a second pass through the same workers
     for row, path in enumerate(paths):
         np.testing.assert_array_equal(stacked[row], pillow_pixels(path, 32), err_msg=path)
 
@@ -113,8 +116,13 @@ def test_a_file_failing_at_features_time_is_named_with_what_to_do(tmp_path):
     bad = tmp_path / "cls" / "changed.jpg"
     bad.parent.mkdir()
     bad.write_bytes(_truncated_jpeg())
+    good = []
+    for i in range(3):
+        good.append(str(tmp_path / "cls" / f"good_{i}.png"))
+        Image.fromarray(picture()).save(good[-1])
     with pytest.raises(StageError, match=r"cls/changed.jpg: not a readable image.*dvc checkout data/images"):
-        _decode_batch([str(bad)], 32)
+        with ImageDecoder(32, batch_size=2, workers=2) as decoder:
+            list(decoder.batches(good + [str(bad)]))
 
 
 def test_the_extract_stage_keeps_every_file_the_decoder_reads(corpus, tmp_path):
