@@ -88,12 +88,18 @@ def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Mo
     spec = BACKBONES[name]
     if weights not in (None, "imagenet"):
         check_weights_file(weights, name)
+    # Keras' PyTorch convolutions transpose channels-last tensors around every layer; channels-first (the same
+    # weights, the same features) skips that. The model still takes channels-last images.
+    channels_first = keras.config.backend() == "torch"
+    input_shape = (3, image_size, image_size) if channels_first else (image_size, image_size, 3)
     keras.utils.set_random_seed(RANDOM_INIT_SEED)
+    layout = keras.config.image_data_format()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            keras.config.set_image_data_format("channels_first" if channels_first else "channels_last")
             base = getattr(keras.applications, spec.constructor)(
-                include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg"
+                include_top=False, weights=weights, input_shape=input_shape, pooling="avg"
             )
         # Keras 3 loads a .weights.h5 leniently: layers it finds no weights for keep their random init, with only
         # a warning. For a frozen backbone that is a silent disaster, so it is an error here.
@@ -112,7 +118,12 @@ def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Mo
             ) from None
         first_line = str(error).strip().splitlines()[0][:200]
         raise _weights_error(weights, name, f"does not fit the {name} backbone ({first_line})") from None
+    finally:
+        keras.config.set_image_data_format(layout)
     base.trainable = False
     images = keras.Input((image_size, image_size, 3), name="images")
-    features = base(Preprocess(spec.preprocess)(images), training=False)
+    pixels = Preprocess(spec.preprocess)(images)
+    if channels_first:
+        pixels = keras.layers.Permute((3, 1, 2))(pixels)
+    features = base(pixels, training=False)
     return keras.Model(images, features, name=f"{name}_features")

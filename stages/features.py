@@ -16,7 +16,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -80,7 +80,7 @@ class ImageDecoder:
 
         self.workers = workers or min(32, os.cpu_count() or 1)
         self.batch_size = batch_size
-        self.n_slots = self.workers + 2  # batches decoding, one held by the model, one spare
+        self.n_slots = self.workers + 3  # batches decoding, two held by the caller (one in the model), one spare
         shape = (self.n_slots, batch_size, image_size, image_size, 3)
         self.memory = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)))
         self.slots = np.ndarray(shape, np.uint8, buffer=self.memory.buf)
@@ -104,12 +104,12 @@ class ImageDecoder:
         return [self.pool.submit(_decode_into, slot, i, chunk[i:i + step]) for i in range(0, len(chunk), step)]
 
     def batches(self, paths: list[str]) -> Iterator[np.ndarray]:
-        """uint8 (n, image_size, image_size, 3) batches in the order of `paths`; each stays valid until the next
-        one is asked for (its buffer is then reused)."""
+        """uint8 (n, image_size, image_size, 3) batches in the order of `paths`. Asking for a batch reuses the
+        buffer of the one before the last: a caller may hold two batches at a time, not more."""
         in_flight: deque = deque()
         chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
         for number, chunk in enumerate(chunks):
-            if len(in_flight) == self.n_slots - 1:  # keep the slot of the batch the caller holds untouched
+            if len(in_flight) == self.n_slots - 2:  # keep the slots of the two batches the caller holds untouched
                 yield self._collect(*in_flight.popleft())
             slot = number % self.n_slots
             in_flight.append((slot, len(chunk), self._submit(slot, chunk)))
@@ -122,56 +122,75 @@ class ImageDecoder:
         return self.slots[slot, :n]
 
 
-def compile_extractor(model, backend_name: str, batch_size: int, on_gpu: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """The model as one compiled function of a uint8 image batch, giving float32 features on the host.
+class Extractor:
+    """The model compiled for one backend, as a function of a uint8 image batch giving float32 features.
 
-    Compiled per backend: tf.function (XLA on a GPU), jax.jit, or PyTorch's eager CUDA kernels. A JIT compiles
-    once per input shape, so a shorter last batch is padded to batch_size and the padding's rows dropped.
+    start() launches a batch (asynchronously on a GPU) and finish() brings its features to the host, so that
+    write_features launches the next batch before it copies the last one's features back and writes them.
     """
-    import keras
 
-    if backend_name == "tensorflow":
-        import tensorflow as tf
+    def __init__(self, model, backend_name: str, batch_size: int, on_gpu: bool):
+        self.batch_size = batch_size
+        # A JIT compiles once per input shape, so a shorter last batch is padded to batch_size (rows dropped after).
+        self.pad = backend_name == "jax" or (backend_name == "tensorflow" and on_gpu)
+        if backend_name == "tensorflow":  # tf.function, with XLA on a GPU
+            import tensorflow as tf
 
-        compiled = tf.function(lambda x: model(x, training=False), jit_compile=on_gpu, reduce_retracing=True)
-        pad = on_gpu
-    elif backend_name == "jax":
-        import jax
+            self.run = tf.function(lambda x: model(x, training=False), jit_compile=on_gpu, reduce_retracing=True)
+        elif backend_name == "jax":  # jax.jit of the model as a pure function of its weights
+            import jax
 
-        state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
-        stateless = jax.jit(lambda trainable, frozen, x: model.stateless_call(trainable, frozen, x, training=False)[0])
-        compiled, pad = (lambda x: stateless(*state, x)), True
-    else:
-        import torch
+            weights = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+            pure = jax.jit(lambda trainable, frozen, x: model.stateless_call(trainable, frozen, x, training=False)[0])
+            self.run = lambda x: pure(*weights, x)
+        else:  # PyTorch: eager CUDA kernels (torch.compile would cost minutes per run)
+            import torch
 
-        def compiled(x):
-            with torch.inference_mode():
-                return model(x, training=False)
+            def run(x):
+                with torch.inference_mode():
+                    return model(x, training=False)
 
-        pad = False
+            self.run = run
 
-    def extract_batch(images: np.ndarray) -> np.ndarray:
+    def start(self, images: np.ndarray):
         n = len(images)
-        if pad and n < batch_size:
-            images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), images.dtype)])
-        return np.asarray(keras.ops.convert_to_numpy(compiled(images)), dtype=np.float32)[:n]
+        if self.pad and n < self.batch_size:
+            images = np.concatenate([images, np.zeros((self.batch_size - n, *images.shape[1:]), images.dtype)])
+        return self.run(images), n
 
-    return extract_batch
+    def finish(self, started) -> np.ndarray:
+        import keras
+
+        features, n = started
+        return np.asarray(keras.ops.convert_to_numpy(features), dtype=np.float32)[:n]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.finish(self.start(images))
 
 
-def write_features(extract_batch, batches, n_images: int, n_features: int, out: Path, desc: str) -> None:
+def write_features(extractor: Extractor, batches, n_images: int, n_features: int, out: Path, desc: str) -> None:
     """Run every batch through the model and append its rows to out, a float32 (n_images, n_features) .npy
-    file: the same bytes as np.save, written as they come, so memory stays flat however many images."""
+    file: the same bytes as np.save, written as they come, so memory stays flat however many images.
+    One batch is in flight while the one before it is copied back and written (ImageDecoder keeps both)."""
     from tqdm import tqdm
 
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
               "shape": (n_images, n_features)}
     with open(out, "wb") as file, tqdm(total=n_images, desc=desc, unit="img", file=sys.stderr) as bar:
         np.lib.format.write_array_header_1_0(file, header)
-        for batch in batches:
-            rows = np.ascontiguousarray(extract_batch(batch), dtype=np.float32)
-            file.write(rows.data)
+
+        def write(rows: np.ndarray) -> None:
+            file.write(np.ascontiguousarray(rows, dtype=np.float32).data)
             bar.update(len(rows))
+
+        in_flight = None
+        for batch in batches:
+            launched = extractor.start(batch)
+            if in_flight is not None:
+                write(extractor.finish(in_flight))
+            in_flight = launched
+        if in_flight is not None:
+            write(extractor.finish(in_flight))
     if bar.n != n_images:
         raise StageError(f"{out}: wrote {bar.n} feature rows for {n_images} images")
 
@@ -191,7 +210,7 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
     device = backend.prepare_device(config.backend)
     model = build_extractor(config.backbone, config.weights, config.image_size)  # weights checked before any image
     n_features = model.output_shape[-1]
-    extract_batch = compile_extractor(model, config.backend, config.batch_size, device.startswith("GPU"))
+    extractor = Extractor(model, config.backend, config.batch_size, device.startswith("GPU"))
     print(f"features: {config.backbone} ({n_features}-d) at {config.image_size}px on {device}", file=sys.stderr)
 
     start, total = time.perf_counter(), sum(map(len, manifests.values()))
@@ -200,7 +219,7 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
             (tmp / part).mkdir(parents=True)
             paths = [str(Path(images_dir) / p) for p in frame["path"]]
             batches = decoder.batches(paths)
-            write_features(extract_batch, batches, len(paths), n_features, tmp / part / "features.npy", part)
+            write_features(extractor, batches, len(paths), n_features, tmp / part / "features.npy", part)
             np.save(tmp / part / "labels.npy", frame["label"].map(index).to_numpy(np.int32))
         write_json(tmp / "classes.json", classes)
     seconds = time.perf_counter() - start
