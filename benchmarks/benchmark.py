@@ -81,8 +81,9 @@ class Runner:
         start = time.perf_counter()
         result = subprocess.run([str(a) for a in args], cwd=cwd, env=self.env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
-        (self.logs / f"{step}.log").write_text(f"$ {' '.join(map(str, args))}\n--- stdout\n{result.stdout}"
-                                               f"\n--- stderr\n{result.stderr}")
+        (self.logs / f"{step}.log").write_text(
+            f"$ {' '.join(map(str, args))}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
             sys.exit(f"benchmark: {step} exited {result.returncode}; log {self.logs / f'{step}.log'}\n{tail}")
@@ -95,8 +96,11 @@ def machine() -> dict:
 
     model = platform.processor() or platform.machine()
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         model = names[0] if names else model
     except OSError:
         pass
@@ -183,8 +187,11 @@ def run(args: argparse.Namespace) -> dict:
     images = make_images(args.classes, max(args.per_class, small_per_class, large_per_class), args.size)
     split = make_split(images, args.per_class, work / "split")
     n_images = sum(split.values())
-    print(f"benchmark {args.name}: {n_images} images ({split}) at {args.size} px, batch {args.batch_size}",
-          file=sys.stderr, flush=True)
+    print(
+        f"benchmark {args.name}: {n_images} images ({split}) at {args.size} px, batch {args.batch_size}",
+        file=sys.stderr,
+        flush=True,
+    )
 
     # Start-up: a bare interpreter, then `import keras` (TensorFlow), after one import to warm the file cache.
     if not args.quick:
@@ -195,36 +202,71 @@ def run(args: argparse.Namespace) -> dict:
     # (1) The tutorial's way.
     tutorial_dir = work / "tutorial"
     tutorial_dir.mkdir()
-    tutorial_s, out, _ = runner("1_tutorial_way", [
-        python, ROOT / "benchmarks" / "tutorial_way.py", images, work / "split", "--image-size", args.size,
-        "--epochs", args.epochs, "--weights", "none"], tutorial_dir)
+    tutorial_s, out, _ = runner(
+        "1_tutorial_way",
+        [
+            python,
+            ROOT / "benchmarks" / "tutorial_way.py",
+            images,
+            work / "split",
+            "--image-size",
+            args.size,
+            "--epochs",
+            args.epochs,
+            "--weights",
+            "none",
+        ],
+        tutorial_dir,
+    )
     tutorial = json.loads(out.strip().splitlines()[-1])
 
     # (2) The pipeline: features, train, evaluate, exactly as dvc.yaml runs them.
     pipeline = work / "pipeline"
     write_params(pipeline, args.size, args.batch_size, args.epochs)
-    features_s, out, _ = runner("2_features", [python, "-m", "stages.features", images, work / "split",
-                                               "data/features"], pipeline)
+    features_s, out, _ = runner(
+        "2_features", [python, "-m", "stages.features", images, work / "split", "data/features"], pipeline
+    )
     extraction = features_line(out)
-    train_s, _, _ = runner("2_train", [python, "-m", "stages.train", "data/features", "models/head.keras",
-                                       "metrics/train"], pipeline)
-    evaluate_s, _, _ = runner("2_evaluate", [python, "-m", "stages.evaluate", "data/features", work / "split",
-                                             "models/head.keras", "metrics"], pipeline)
+    train_s, _, _ = runner(
+        "2_train", [python, "-m", "stages.train", "data/features", "models/head.keras", "metrics/train"], pipeline
+    )
+    evaluate_s, _, _ = runner(
+        "2_evaluate",
+        [python, "-m", "stages.evaluate", "data/features", work / "split", "models/head.keras", "metrics"],
+        pipeline,
+    )
     pipeline_test = json.loads((pipeline / "metrics" / "test.json").read_text())
 
     # (3) Head-only re-run after a train.* change: DVC would rerun train and evaluate only.
     params = yaml.safe_load((pipeline / "params.yaml").read_text())
     changed = {"learning_rate": params["train"]["learning_rate"] / 2}
     write_params(pipeline, args.size, args.batch_size, args.epochs, **changed)
-    train2_s, _, _ = runner("3_train", [python, "-m", "stages.train", "data/features", "models/head.keras",
-                                        "metrics/train"], pipeline)
-    evaluate2_s, _, _ = runner("3_evaluate", [python, "-m", "stages.evaluate", "data/features", work / "split",
-                                              "models/head.keras", "metrics"], pipeline)
+    train2_s, _, _ = runner(
+        "3_train", [python, "-m", "stages.train", "data/features", "models/head.keras", "metrics/train"], pipeline
+    )
+    evaluate2_s, _, _ = runner(
+        "3_evaluate",
+        [python, "-m", "stages.evaluate", "data/features", work / "split", "models/head.keras", "metrics"],
+        pipeline,
+    )
     head_only_test = json.loads((pipeline / "metrics" / "test.json").read_text())
 
     # (4) The model alone, same batch shapes, in-memory tensors.
-    _, out, _ = runner("4_model_only", [python, "-m", "benchmarks.throughput", "--image-size", args.size,
-                                        "--batch-size", args.batch_size, "--parts", *split.values()], work)
+    _, out, _ = runner(
+        "4_model_only",
+        [
+            python,
+            "-m",
+            "benchmarks.throughput",
+            "--image-size",
+            args.size,
+            "--batch-size",
+            args.batch_size,
+            "--parts",
+            *split.values(),
+        ],
+        work,
+    )
     model = json.loads(out.strip().splitlines()[-1])
 
     # (5) Peak RSS of the features stage on a small and a large set, a fresh process each.
@@ -233,11 +275,27 @@ def run(args: argparse.Namespace) -> dict:
         folder = work / f"memory_{label}"
         sizes = make_split(images, per_class, folder / "split")
         write_params(folder, args.size, args.batch_size, args.epochs)
-        seconds, out, err = runner(f"5_features_{label}", [python, "-c", PEAK_RSS_WRAPPER, python, "-m",
-                                                           "stages.features", images, folder / "split",
-                                                           "data/features"], folder)
-        memory[label] = {"images": sum(sizes.values()), "peak_rss_mb": peak_rss_kb(err) / 1024, "seconds": seconds,
-                         "img_s": features_line(out)["img_s"]}
+        seconds, out, err = runner(
+            f"5_features_{label}",
+            [
+                python,
+                "-c",
+                PEAK_RSS_WRAPPER,
+                python,
+                "-m",
+                "stages.features",
+                images,
+                folder / "split",
+                "data/features",
+            ],
+            folder,
+        )
+        memory[label] = {
+            "images": sum(sizes.values()),
+            "peak_rss_mb": peak_rss_kb(err) / 1024,
+            "seconds": seconds,
+            "img_s": features_line(out)["img_s"],
+        }
         if not args.keep:
             shutil.rmtree(folder / "data", ignore_errors=True)
 
@@ -252,26 +310,50 @@ def run(args: argparse.Namespace) -> dict:
     load_end = os.getloadavg()
     result = {
         "name": args.name,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "code": str(args.code) if args.code else None,
-        "settings": {"classes": args.classes, "per_class": args.per_class, "images": n_images, "split": split,
-                     "image_size": args.size, "batch_size": args.batch_size, "epochs": args.epochs,
-                     "memory_sets": [memory["small"]["images"], memory["large"]["images"]],
-                     "weights": None, "head_only_change": {f"train.{k}": v for k, v in changed.items()}},
+        "settings": {
+            "classes": args.classes,
+            "per_class": args.per_class,
+            "images": n_images,
+            "split": split,
+            "image_size": args.size,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "memory_sets": [memory["small"]["images"], memory["large"]["images"]],
+            "weights": None,
+            "head_only_change": {f"train.{k}": v for k, v in changed.items()},
+        },
         "machine": {**machine(), "device": extraction["device"]},
-        "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end],
-                         "before_step_1min": runner.load},
+        "load_average": {
+            "start": [round(x, 2) for x in load_start],
+            "end": [round(x, 2) for x in load_end],
+            "before_step_1min": runner.load,
+        },
         "startup_s": {"python": bare, "import_keras": keras_import, "import_keras_in_worker": model.get("import_s")},
         "tutorial": {"seconds": tutorial_s, "inside": tutorial["seconds"], "test_accuracy": tutorial["test_accuracy"]},
-        "pipeline": {"seconds": pipeline_s, "features_s": features_s, "train_s": train_s, "evaluate_s": evaluate_s,
-                     "test_accuracy": pipeline_test["accuracy"]},
-        "head_only": {"seconds": head_only_s, "train_s": train2_s, "evaluate_s": evaluate2_s,
-                      "test_accuracy": head_only_test["accuracy"]},
-        "throughput": {"end_to_end_img_s": extraction["img_s"], "end_to_end_s": extraction["seconds"],
-                       "model_only_img_s": model["model_only_img_s"],
-                       "model_only_steady_img_s": model["model_only_steady_img_s"],
-                       "model_first_call_s": model["first_call_s"], "images": extraction["images"]},
+        "pipeline": {
+            "seconds": pipeline_s,
+            "features_s": features_s,
+            "train_s": train_s,
+            "evaluate_s": evaluate_s,
+            "test_accuracy": pipeline_test["accuracy"],
+        },
+        "head_only": {
+            "seconds": head_only_s,
+            "train_s": train2_s,
+            "evaluate_s": evaluate2_s,
+            "test_accuracy": head_only_test["accuracy"],
+        },
+        "throughput": {
+            "end_to_end_img_s": extraction["img_s"],
+            "end_to_end_s": extraction["seconds"],
+            "model_only_img_s": model["model_only_img_s"],
+            "model_only_steady_img_s": model["model_only_steady_img_s"],
+            "model_first_call_s": model["first_call_s"],
+            "images": extraction["images"],
+        },
         "memory": memory,
         "ratios": ratios,
         "targets": {key: {"op": op, "value": value, "what": what} for key, (op, value, what) in TARGETS.items()},
@@ -283,8 +365,15 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def table(r: dict) -> str:
-    m, t, p, h, q, mem, ratios = (r["machine"], r["tutorial"], r["pipeline"], r["head_only"], r["throughput"],
-                                  r["memory"], r["ratios"])
+    m, t, p, h, q, mem, ratios = (
+        r["machine"],
+        r["tutorial"],
+        r["pipeline"],
+        r["head_only"],
+        r["throughput"],
+        r["memory"],
+        r["ratios"],
+    )
     s = r["settings"]
 
     def check(key: str) -> str:
@@ -293,27 +382,47 @@ def table(r: dict) -> str:
 
     rows = [
         ("(1) tutorial's way, 5 epochs from JPEGs", f"{t['seconds']:.1f} s", "", ""),
-        ("(2) pipeline: features + train + evaluate",
-         f"{p['seconds']:.1f} s ({p['features_s']:.1f} + {p['train_s']:.1f} + {p['evaluate_s']:.1f})", "", ""),
+        (
+            "(2) pipeline: features + train + evaluate",
+            f"{p['seconds']:.1f} s ({p['features_s']:.1f} + {p['train_s']:.1f} + {p['evaluate_s']:.1f})",
+            "",
+            "",
+        ),
         ("    speed-up (1)/(2)", f"{ratios['pipeline_speedup']:.2f}x", *check("pipeline_speedup")),
-        ("(3) head-only re-run: train + evaluate",
-         f"{h['seconds']:.1f} s ({h['train_s']:.1f} + {h['evaluate_s']:.1f})", "", ""),
+        (
+            "(3) head-only re-run: train + evaluate",
+            f"{h['seconds']:.1f} s ({h['train_s']:.1f} + {h['evaluate_s']:.1f})",
+            "",
+            "",
+        ),
         ("    speed-up (1)/(3)", f"{ratios['head_only_speedup']:.2f}x", *check("head_only_speedup")),
         ("(4) extraction, JPEG files -> saved features", f"{q['end_to_end_img_s']:.1f} img/s", "", ""),
-        ("    model alone, in-memory tensors",
-         f"{q['model_only_img_s']:.1f} img/s (steady " + (f"{q['model_only_steady_img_s']:.1f})"
-                                                            if q["model_only_steady_img_s"] else "n/a)"), "", ""),
+        (
+            "    model alone, in-memory tensors",
+            f"{q['model_only_img_s']:.1f} img/s (steady "
+            + (f"{q['model_only_steady_img_s']:.1f})" if q["model_only_steady_img_s"] else "n/a)"),
+            "",
+            "",
+        ),
         ("    ratio", f"{ratios['extraction_vs_model']:.3f}", *check("extraction_vs_model")),
         (f"(5) features peak RSS, {mem['small']['images']} images", f"{mem['small']['peak_rss_mb']:.0f} MB", "", ""),
         (f"    {mem['large']['images']} images", f"{mem['large']['peak_rss_mb']:.0f} MB", "", ""),
         ("    growth", f"{ratios['memory_growth_pct']:+.1f} %", *check("memory_growth_pct")),
-        ("start-up: python / import keras (TF)",
-         f"{r['startup_s']['python']:.2f} s / {r['startup_s']['import_keras']:.1f} s", "", ""),
-        ("test accuracy: tutorial / pipeline / head-only",
-         f"{t['test_accuracy']:.3f} / {p['test_accuracy']:.3f} / {h['test_accuracy']:.3f}", "", ""),
+        (
+            "start-up: python / import keras (TF)",
+            f"{r['startup_s']['python']:.2f} s / {r['startup_s']['import_keras']:.1f} s",
+            "",
+            "",
+        ),
+        (
+            "test accuracy: tutorial / pipeline / head-only",
+            f"{t['test_accuracy']:.3f} / {p['test_accuracy']:.3f} / {h['test_accuracy']:.3f}",
+            "",
+            "",
+        ),
     ]
     widths = [max(len(row[i]) for row in rows + [("measure", "figure", "target", "met")]) for i in range(4)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     out = [
         f"Benchmark {r['name']}{' (QUICK: smoke run, targets apply to the full run)' if r['quick'] else ''}: "
         f"{s['images']} images at {s['image_size']} px, batch {s['batch_size']}, {s['epochs']} epochs, "
@@ -321,8 +430,12 @@ def table(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), {m['ram_gb']} GB RAM, "
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']}, Python {m['python']}, device {m['device']}",
         f"Load average (1 min) before the run {r['load_average']['start'][0]}"
-        + ("  (BUSY machine: figures distorted)" if r['load_average']['start'][0] > 0.5 * (m['cores_usable'] or 1)
-           else "") + f", at its end {r['load_average']['end'][0]} (its own work included)",
+        + (
+            "  (BUSY machine: figures distorted)"
+            if r["load_average"]["start"][0] > 0.5 * (m["cores_usable"] or 1)
+            else ""
+        )
+        + f", at its end {r['load_average']['end'][0]} (its own work included)",
         "",
         line(("measure", "figure", "target", "met")),
         line(tuple("-" * w for w in widths)),
@@ -332,24 +445,37 @@ def table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--classes", type=int, help="image classes (default 20; quick 4)")
     parser.add_argument("--per-class", type=int, help="images per class in the main set (default 100; quick 50)")
-    parser.add_argument("--size", type=int, help="side of the generated images and of the model input (default "
-                                                 "128; quick 64)")
+    parser.add_argument(
+        "--size", type=int, help="side of the generated images and of the model input (default 128; quick 64)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="features.batch_size (default 64)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for the tutorial and the head (default 5)")
-    parser.add_argument("--memory-sets", type=int, nargs=2, metavar=("SMALL", "LARGE"),
-                        help="image counts for the peak-memory runs (default 1000 4000; quick 100 400)")
+    parser.add_argument(
+        "--memory-sets",
+        type=int,
+        nargs=2,
+        metavar=("SMALL", "LARGE"),
+        help="image counts for the peak-memory runs (default 1000 4000; quick 100 400)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: small counts, tiny images")
     parser.add_argument("--name", help="results go to benchmarks/results/NAME.json (default cpu; quick: quick)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch features under benchmarks/work/")
-    parser.add_argument("--code", type=Path, help="run the stages from DIR/stages instead of this checkout's "
-                                                  "(before/after comparisons of stage changes)")
+    parser.add_argument(
+        "--code",
+        type=Path,
+        help="run the stages from DIR/stages instead of this checkout's (before/after comparisons of stage changes)",
+    )
     args = parser.parse_args(argv)
-    defaults = dict(classes=4, per_class=50, size=64, memory_sets=[100, 400], name="quick") if args.quick else \
-        dict(classes=20, per_class=100, size=128, memory_sets=[1000, 4000], name="cpu")
+    defaults = (
+        dict(classes=4, per_class=50, size=64, memory_sets=[100, 400], name="quick")
+        if args.quick
+        else dict(classes=20, per_class=100, size=128, memory_sets=[1000, 4000], name="cpu")
+    )
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

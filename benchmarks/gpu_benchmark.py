@@ -47,8 +47,12 @@ def log(message: str) -> None:
 def nvidia_smi() -> str | None:
     if not shutil.which("nvidia-smi"):
         return None
-    result = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return result.stdout.strip() or result.stderr.strip()
 
 
@@ -79,7 +83,9 @@ def make_dataset(scratch: Path, n_images: int, size: int) -> dict:
     workers = max(1, min(16, os.cpu_count() or 1))
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        written = sum(pool.map(_write_images, [(str(images), items[w::workers], n_classes, size) for w in range(workers)]))
+        written = sum(
+            pool.map(_write_images, [(str(images), items[w::workers], n_classes, size) for w in range(workers)])
+        )
     write_manifests(split_images(list_images(images), 0.2, 0.2, 42), scratch / "split")
     return {"images": written, "classes": n_classes, "size": size, "seconds": time.perf_counter() - start}
 
@@ -110,9 +116,16 @@ def measure_backend(name: str, scratch: Path, size: int, batch_sizes: list[int],
     config = FeaturesParams(backbone="resnet50", backend=name, weights=None, image_size=size, batch_size=64)
     start = time.perf_counter()
     stage = extract_features(scratch / "images", scratch / "split", scratch / f"features-{name}", config)
-    record("stage_cold_batch64", {"device": stage["device"], "images": stage["images"], "stage_timer_s": stage["seconds"],
-                                  "stage_img_s": stage["images"] / stage["seconds"],
-                                  "with_model_build_s": time.perf_counter() - start})
+    record(
+        "stage_cold_batch64",
+        {
+            "device": stage["device"],
+            "images": stage["images"],
+            "stage_timer_s": stage["seconds"],
+            "stage_img_s": stage["images"] / stage["seconds"],
+            "with_model_build_s": time.perf_counter() - start,
+        },
+    )
 
     from stages.backbones import build_extractor
 
@@ -152,11 +165,18 @@ def measure_backend(name: str, scratch: Path, size: int, batch_sizes: list[int],
             out = scratch / f"e2e-{name}-{batch_size}.npy"
             write_features(extractor, decoder.batches(paths), n_images, model.output_shape[-1], out, "e2e")
             end_to_end_s = time.perf_counter() - t0
-        record(f"batch{batch_size}", {
-            "batch_size": batch_size, "images": n_images, "compile_s": compile_s,
-            "model_only_img_s": n_images / model_s, "decode_only_img_s": n_images / decode_s,
-            "end_to_end_img_s": n_images / end_to_end_s, "ratio_end_to_end_to_model": model_s / end_to_end_s,
-        })
+        record(
+            f"batch{batch_size}",
+            {
+                "batch_size": batch_size,
+                "images": n_images,
+                "compile_s": compile_s,
+                "model_only_img_s": n_images / model_s,
+                "decode_only_img_s": n_images / decode_s,
+                "end_to_end_img_s": n_images / end_to_end_s,
+                "ratio_end_to_end_to_model": model_s / end_to_end_s,
+            },
+        )
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -178,10 +198,13 @@ def main() -> int:
         measure_backend(args.child, args.scratch, args.size, args.batch_sizes, args.scratch / f"{args.child}.json")
         return 0
 
-    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": {
-        "python": platform.python_version(), "cpus": os.cpu_count(), "nvidia_smi": nvidia_smi()},
-        "settings": {"images": args.images, "size": args.size, "batch_sizes": args.batch_sizes}, "backends": {},
-        "errors": {}}
+    report: dict = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "nvidia_smi": nvidia_smi()},
+        "settings": {"images": args.images, "size": args.size, "batch_sizes": args.batch_sizes},
+        "backends": {},
+        "errors": {},
+    }
     targets = [Path(os.environ["OUT"]) / "gpu_benchmark.json"] if os.environ.get("OUT") else []
     targets += [args.json] if args.json else []
 
@@ -200,8 +223,19 @@ def main() -> int:
         log(f"dataset: {report['dataset']}")
         save()
         for name in args.backends:
-            command = [sys.executable, "-m", "benchmarks.gpu_benchmark", "--child", name, "--scratch", str(scratch),
-                       "--size", str(args.size), "--batch-sizes", *map(str, args.batch_sizes)]
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.gpu_benchmark",
+                "--child",
+                name,
+                "--scratch",
+                str(scratch),
+                "--size",
+                str(args.size),
+                "--batch-sizes",
+                *map(str, args.batch_sizes),
+            ]
             child = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             figures = scratch / f"{name}.json"
             report["backends"][name] = json.loads(figures.read_text()) if figures.exists() else {}
@@ -212,18 +246,24 @@ def main() -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\nResNet50 features, {args.images} JPEGs of {args.size}x{args.size}; GPU: {report['machine']['nvidia_smi']}")
+    print(
+        f"\nResNet50 features, {args.images} JPEGs of {args.size}x{args.size}; GPU: {report['machine']['nvidia_smi']}"
+    )
     for name, figures in report["backends"].items():
         steps = figures.get("steps", {})
         cold = steps.get("stage_cold_batch64")
         if cold:
-            print(f"{name:6s} stage as dvc runs it (compile included), batch 64: {cold['stage_img_s']:7.0f} img/s "
-                  f"on {cold['device']}")
+            print(
+                f"{name:6s} stage as dvc runs it (compile included), batch 64: {cold['stage_img_s']:7.0f} img/s "
+                f"on {cold['device']}"
+            )
         for step, values in steps.items():
             if step.startswith("batch"):
-                print(f"{name:6s} batch {values['batch_size']:4d}: end to end {values['end_to_end_img_s']:7.0f} img/s | "
-                      f"model only {values['model_only_img_s']:7.0f} | ratio {values['ratio_end_to_end_to_model']:.2f} | "
-                      f"decode only {values['decode_only_img_s']:7.0f} | compile {values['compile_s']:.1f} s")
+                print(
+                    f"{name:6s} batch {values['batch_size']:4d}: end to end {values['end_to_end_img_s']:7.0f} img/s | "
+                    f"model only {values['model_only_img_s']:7.0f} | ratio {values['ratio_end_to_end_to_model']:.2f} | "
+                    f"decode only {values['decode_only_img_s']:7.0f} | compile {values['compile_s']:.1f} s"
+                )
     for name, error in report["errors"].items():
         print(f"ERROR {name}: {error.strip().splitlines()[-1] if error.strip() else '?'}")
     return 1 if report["errors"] else 0

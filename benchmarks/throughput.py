@@ -39,8 +39,11 @@ def model_only(backbone: str, weights: str | None, image_size: int, batch_size: 
     try:
         from stages.features import compile_extractor
     except ImportError:  # a copy of the stages from before compile_extractor existed (benchmark --code)
-        extract_batch = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32),
-                                    jit_compile=device.startswith("GPU"), reduce_retracing=True)
+        extract_batch = tf.function(
+            lambda x: tf.cast(model(x, training=False), tf.float32),
+            jit_compile=device.startswith("GPU"),
+            reduce_retracing=True,
+        )
     else:
         extract_batch = compile_extractor(model, device, batch_size)
     # Made on the device the model runs on (a GPU if any), so no copy is timed: the model alone.
@@ -54,7 +57,7 @@ def model_only(backbone: str, weights: str | None, image_size: int, batch_size: 
     done = time.perf_counter()
     total = sum(sizes)
     # Steady state: full batches after the first (short batches may trace again, the first one always does).
-    full = [t for n, t in zip(sizes, seconds) if n == batch_size][1:]
+    full = [t for n, t in zip(sizes, seconds, strict=True) if n == batch_size][1:]
     steady = batch_size * len(full) / sum(full) if full else None
     return {
         "device": device,

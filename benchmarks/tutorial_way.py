@@ -18,10 +18,10 @@ import json
 import os
 import time
 
+import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-import keras
 from keras import layers
 
 
@@ -31,16 +31,24 @@ def decode(path: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.image.resize(image, (image_size, image_size), method="bilinear")
 
 
-def dataset(images_dir: str, manifest: pd.DataFrame, classes: list[str], image_size: int, batch_size: int,
-            shuffle: bool, seed: int) -> tf.data.Dataset:
+def dataset(
+    images_dir: str,
+    manifest: pd.DataFrame,
+    classes: list[str],
+    image_size: int,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+) -> tf.data.Dataset:
     paths = [os.path.join(images_dir, path) for path in manifest["path"]]
     labels = manifest["label"].map({name: i for i, name in enumerate(classes)}).to_numpy(np.int32)
     data = tf.data.Dataset.from_tensor_slices((paths, labels))
     if shuffle:  # the tutorial's generator shuffled the training files every epoch
         data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     preprocess = keras.applications.resnet50.preprocess_input
-    data = data.map(lambda path, label: (preprocess(decode(path, image_size)), label),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+    data = data.map(
+        lambda path, label: (preprocess(decode(path, image_size)), label), num_parallel_calls=tf.data.AUTOTUNE
+    )
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -77,12 +85,15 @@ def main() -> None:
     started = time.perf_counter()
 
     keras.utils.set_random_seed(args.seed)
-    manifests = {part: pd.read_csv(os.path.join(args.split_dir, f"{part}.csv"), dtype=str, keep_default_na=False)
-                 for part in ("train", "val", "test")}
+    manifests = {
+        part: pd.read_csv(os.path.join(args.split_dir, f"{part}.csv"), dtype=str, keep_default_na=False)
+        for part in ("train", "val", "test")
+    }
     classes = sorted(manifests["train"]["label"].unique())
-    data = {part: dataset(args.images_dir, frame, classes, args.image_size, args.batch_size, part == "train",
-                          args.seed)
-            for part, frame in manifests.items()}
+    data = {
+        part: dataset(args.images_dir, frame, classes, args.image_size, args.batch_size, part == "train", args.seed)
+        for part, frame in manifests.items()
+    }
     weights = None if args.weights.lower() in ("none", "null") else args.weights
     model = tutorial_model(args.image_size, len(classes), weights)
     model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -91,15 +102,19 @@ def main() -> None:
     eval_start = time.perf_counter()
     loss, accuracy = model.evaluate(data["test"], verbose=0)
     done = time.perf_counter()
-    print(json.dumps({
-        "test_accuracy": float(accuracy),
-        "test_loss": float(loss),
-        "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
-        "images": {part: len(frame) for part, frame in manifests.items()},
-        "epochs": args.epochs,
-        "image_size": args.image_size,
-        "seconds": {"setup": fit_start - started, "fit": eval_start - fit_start, "evaluate": done - eval_start},
-    }))
+    print(
+        json.dumps(
+            {
+                "test_accuracy": float(accuracy),
+                "test_loss": float(loss),
+                "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
+                "images": {part: len(frame) for part, frame in manifests.items()},
+                "epochs": args.epochs,
+                "image_size": args.image_size,
+                "seconds": {"setup": fit_start - started, "fit": eval_start - fit_start, "evaluate": done - eval_start},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

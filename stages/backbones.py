@@ -58,8 +58,10 @@ class Preprocess(keras.layers.Layer):
 
 
 def _weights_error(path: str, name: str, problem: str) -> StageError:
-    expected = (f"the weights of keras.applications.{BACKBONES[name].constructor} without its top "
-                "(a Keras .weights.h5 file, or the legacy .h5 that Keras downloads for weights: imagenet)")
+    expected = (
+        f"the weights of keras.applications.{BACKBONES[name].constructor} without its top "
+        "(a Keras .weights.h5 file, or the legacy .h5 that Keras downloads for weights: imagenet)"
+    )
     return StageError(f"features.weights: {path} {problem}; expected {expected}")
 
 
@@ -103,7 +105,9 @@ def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Mo
             )
         # Keras 3 loads a .weights.h5 leniently: layers it finds no weights for keep their random init, with only
         # a warning. For a frozen backbone that is a silent disaster, so it is an error here.
-        skipped = [str(w.message) for w in caught if "Skipping" in str(w.message) or "freshly-initialized" in str(w.message)]
+        skipped = [
+            str(w.message) for w in caught if "Skipping" in str(w.message) or "freshly-initialized" in str(w.message)
+        ]
         if skipped:
             raise ValueError(f"{len(skipped)} layer groups have no weights in the file: {skipped[0]}")
         for warning in caught:

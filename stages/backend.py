@@ -47,8 +47,10 @@ def use(name: str = "tensorflow"):
     loaded = sys.modules.get("keras")
     if loaded is not None:
         if loaded.config.backend() != name:
-            raise StageError(f"Keras is already running on {loaded.config.backend()} in this process, not {name}; "
-                             "run each backend in its own process (as dvc repro does)")
+            raise StageError(
+                f"Keras is already running on {loaded.config.backend()} in this process, not {name}; "
+                "run each backend in its own process (as dvc repro does)"
+            )
         return loaded
     if name not in BACKENDS:
         raise StageError(f"unknown Keras backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -62,8 +64,10 @@ def use(name: str = "tensorflow"):
 
             keras.ops.zeros(1)  # the backend's lazy start-up happens here, inside the silence
     except ImportError as error:
-        raise StageError(f"the {name} backend is not installed ({error}); install it (README: Backends and GPUs) "
-                         "or set features.backend: tensorflow") from None
+        raise StageError(
+            f"the {name} backend is not installed ({error}); install it (README: Backends and GPUs) "
+            "or set features.backend: tensorflow"
+        ) from None
     return keras
 
 
@@ -98,8 +102,11 @@ def prepare_device(name: str) -> str:
             torch.backends.cudnn.benchmark = True  # the batch shape is fixed: let cuDNN pick its fastest kernels
         return f"GPU {gpu} ({name}, mixed precision)"
     if nvidia_driver_present():
-        print(f"warning: an NVIDIA driver is installed but {name} sees no GPU, so this runs on the CPU; "
-              f"install the GPU build: {GPU_INSTALL[name]}", file=sys.stderr)
+        print(
+            f"warning: an NVIDIA driver is installed but {name} sees no GPU, so this runs on the CPU; "
+            f"install the GPU build: {GPU_INSTALL[name]}",
+            file=sys.stderr,
+        )
     make_deterministic(name)
     return f"CPU ({name})"
 

@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+
 
 class StageError(Exception):
     """A problem the user can fix; the CLI prints it without a traceback and exits with status 1."""

@@ -31,8 +31,10 @@ NET_CHUNK = 1 << 16
 PERMANENT_HTTP_ERRORS = {400, 401, 403, 404, 405, 410, 451}
 # The first bytes of the archives the extract stage reads: zip (also an empty one), gzip, bzip2, xz.
 ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
-OFFLINE_HINT = ("to work offline, put the archive on this machine and set data.url in params.yaml to its local "
-                "path or a file:// URL")
+OFFLINE_HINT = (
+    "to work offline, put the archive on this machine and set data.url in params.yaml to its local "
+    "path or a file:// URL"
+)
 
 
 class TransientError(Exception):
@@ -141,8 +143,10 @@ def _http_attempt(session, url: str, partial: Path, timeout: float) -> str | Non
     except requests.ConnectionError as error:
         if _name_not_resolved(error):  # retrying for a minute would not bring the network back
             host = urlparse(url).hostname
-            raise StageError(f"could not download {url}: cannot resolve the host name {host!r} (no network, "
-                             f"or a mistyped host); {OFFLINE_HINT}") from None
+            raise StageError(
+                f"could not download {url}: cannot resolve the host name {host!r} (no network, "
+                f"or a mistyped host); {OFFLINE_HINT}"
+            ) from None
         raise TransientError(_reason(error)) from None
     except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
         # ChunkedEncodingError: the connection closed mid-body ("IncompleteRead"): resume it.
@@ -158,8 +162,14 @@ def _http_attempt(session, url: str, partial: Path, timeout: float) -> str | Non
 def _reason(error: Exception) -> str:
     """The innermost message of a requests/urllib3 error, e.g. 'Connection refused' or 'Read timed out'."""
     text = str(error)
-    for marker in ("Connection refused", "Read timed out", "timed out", "Name or service not known", "Connection reset",
-                   "Connection broken"):
+    for marker in (
+        "Connection refused",
+        "Read timed out",
+        "timed out",
+        "Name or service not known",
+        "Connection reset",
+        "Connection broken",
+    ):
         if marker in text:
             return marker
     return text.splitlines()[0][:200]
@@ -175,7 +185,9 @@ def _download_http(url: str, partial: Path, timeout: float, retries: int, backof
                 return _http_attempt(session, url, partial, timeout)
             except TransientError as error:
                 if attempt == retries:
-                    kept = f"; the partial file {partial} is kept and the next run resumes it" if partial.exists() else ""
+                    kept = (
+                        f"; the partial file {partial} is kept and the next run resumes it" if partial.exists() else ""
+                    )
                     raise StageError(f"could not download {url} after {retries + 1} attempts: {error}{kept}") from None
                 wait = backoff * 2**attempt
                 print(f"{url}: {error}; retrying in {wait:.0f} s ({attempt + 1}/{retries})", file=sys.stderr)
@@ -194,12 +206,15 @@ def _not_an_archive(url: str, partial: Path) -> StageError:
         head = f.read(512)
     html = b"<html" in head.lower() or b"<!doctype" in head.lower()
     what = "an HTML page (a login, consent or error page?)" if html else f"a file starting {head[:16]!r}"
-    return StageError(f"{url} sent {what}, not a zip or tar archive; nothing was kept, so the next `dvc repro` "
-                      "downloads again. Check data.url in params.yaml (it must lead straight to the archive file)")
+    return StageError(
+        f"{url} sent {what}, not a zip or tar archive; nothing was kept, so the next `dvc repro` "
+        "downloads again. Check data.url in params.yaml (it must lead straight to the archive file)"
+    )
 
 
-def receive(url: str, partial_dir: Path, md5: str | None, timeout: float = 60.0, retries: int = 5,
-            backoff: float = 2.0) -> tuple[Path, str | None]:
+def receive(
+    url: str, partial_dir: Path, md5: str | None, timeout: float = 60.0, retries: int = 5, backoff: float = 2.0
+) -> tuple[Path, str | None]:
     """Download or copy `url` into partial_dir and check it: its md5 when given, and that it is an archive.
     Return the checked file and the name the server gave it (None for a local file)."""
     partial_dir = Path(partial_dir)
@@ -268,7 +283,9 @@ def main(raw_dir: Path, partial_dir: Path, timeout: float, retries: int) -> None
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("raw_dir", type=Path, help="where the verified archive is written (data/raw)")
-    parser.add_argument("--partial-dir", type=Path, default=Path("data/.partial"), help="where interrupted downloads wait")
+    parser.add_argument(
+        "--partial-dir", type=Path, default=Path("data/.partial"), help="where interrupted downloads wait"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
     parser.add_argument("--retries", type=int, default=5, help="retries after a transient failure")
     args = parser.parse_args()

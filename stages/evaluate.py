@@ -95,8 +95,12 @@ def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir:
     with atomic_output(metrics_dir / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False, lineterminator="\n")
     plot_confusion(labels, predicted, classes, metrics_dir / "confusion_matrix.png")
-    print("evaluate: " + ", ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
-                                   for key, value in results.items()))
+    print(
+        "evaluate: "
+        + ", ".join(
+            f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in results.items()
+        )
+    )
     return results
 
 

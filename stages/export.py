@@ -24,7 +24,9 @@ def build_classifier(head, config: params.FeaturesParams):
     images = keras.Input((None, None, 3), name="raw_images")
     # Images of any size work; stages.predict resizes with the features stage's own decoder first (stages/images.py),
     # which makes this layer an identity and predictions equal to the cached-feature path.
-    resized = keras.layers.Resizing(config.image_size, config.image_size, interpolation="bilinear", name="resize")(images)
+    resized = keras.layers.Resizing(config.image_size, config.image_size, interpolation="bilinear", name="resize")(
+        images
+    )
     # training=False pins BatchNorm to its learned statistics inside the combined graph.
     return keras.Model(images, head(extractor(resized), training=False), name="classifier")
 

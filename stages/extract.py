@@ -15,6 +15,7 @@ and every file left out, with the reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import stat
 import sys
@@ -67,9 +68,13 @@ def _zip_name(info: zipfile.ZipInfo) -> str:
     extra = info.extra
     while len(extra) >= 4:
         field, size = int.from_bytes(extra[:2], "little"), int.from_bytes(extra[2:4], "little")
-        body, extra = extra[4:4 + size], extra[4 + size:]
-        if field == ZIP_UNICODE_PATH_FIELD and len(body) > 5 and body[0] == 1 \
-                and int.from_bytes(body[1:5], "little") == zlib.crc32(raw):
+        body, extra = extra[4 : 4 + size], extra[4 + size :]
+        if (
+            field == ZIP_UNICODE_PATH_FIELD
+            and len(body) > 5
+            and body[0] == 1
+            and int.from_bytes(body[1:5], "little") == zlib.crc32(raw)
+        ):
             return body[5:].decode("utf-8", "replace")
     try:
         return raw.decode("utf-8")
@@ -84,15 +89,18 @@ def _tar_name(name: str) -> str:
 
 def _parts(name: str) -> tuple[str, ...]:
     """The NFC path components of an entry name; backslashes are separators (old Windows tools write them)."""
-    return tuple(unicodedata.normalize("NFC", part) for part in name.replace("\\", "/").split("/")
-                 if part not in ("", "."))
+    return tuple(
+        unicodedata.normalize("NFC", part) for part in name.replace("\\", "/").split("/") if part not in ("", ".")
+    )
 
 
 def _safe_parts(name: str, archive: Path) -> tuple[str, ...]:
     text = name.replace("\\", "/")
     parts = _parts(name)
     if text.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-        raise StageError(f"{archive}: entry {name!r} would be written outside the extraction folder; refusing an unsafe archive")
+        raise StageError(
+            f"{archive}: entry {name!r} would be written outside the extraction folder; refusing an unsafe archive"
+        )
     return parts
 
 
@@ -131,10 +139,9 @@ class _Writer:
 
     def directory(self, parts: tuple[str, ...]) -> None:
         if all(len(part.encode()) <= MAX_NAME_BYTES for part in parts):
-            try:
+            # On failure the files inside it are refused one by one, with the reason.
+            with contextlib.suppress(OSError):
                 self.dest.joinpath(*parts).mkdir(parents=True, exist_ok=True)
-            except OSError:
-                pass  # the files inside it are refused one by one, with the reason
 
     def file(self, parts: tuple[str, ...], source) -> None:
         if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
@@ -170,10 +177,13 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
             if info.flag_bits & ZIP_ENCRYPTED_FLAG:
                 raise StageError(
                     f"{archive} is encrypted (password-protected; first encrypted entry {name!r}). Unpack it with its "
-                    "password, pack the class folders again without one and point data.url at that file")
+                    "password, pack the class folders again without one and point data.url at that file"
+                )
         declared = sum(info.file_size for info, _, _ in entries)
         if declared > writer.max_bytes:
-            raise StageError(f"{archive}: entries would unpack to {declared:,} bytes, over the {writer.max_bytes:,}-byte limit")
+            raise StageError(
+                f"{archive}: entries would unpack to {declared:,} bytes, over the {writer.max_bytes:,}-byte limit"
+            )
         for info, name, parts in _progress(iterable=entries, desc=f"unpack {archive.name}", unit="file"):
             if name.endswith(("/", "\\")):
                 writer.directory(parts)
@@ -185,15 +195,19 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
                 try:
                     source = zf.open(info)
                 except NotImplementedError as error:  # e.g. compression method 99 (AES) or LZMA variants
-                    raise StageError(f"{archive}: entry {name!r} cannot be read ({error}); pack it again with the "
-                                     "standard deflate compression and no password") from None
+                    raise StageError(
+                        f"{archive}: entry {name!r} cannot be read ({error}); pack it again with the "
+                        "standard deflate compression and no password"
+                    ) from None
                 writer.file(parts, source)
 
 
 def _unpack_tar(archive: Path, writer: _Writer) -> None:
     # surrogateescape: names that are not UTF-8 arrive intact, and _tar_name turns them into valid UTF-8.
-    with open(archive, "rb") as raw, \
-            tarfile.open(fileobj=raw, mode="r:*", encoding="utf-8", errors="surrogateescape") as tar:
+    with (
+        open(archive, "rb") as raw,
+        tarfile.open(fileobj=raw, mode="r:*", encoding="utf-8", errors="surrogateescape") as tar,
+    ):
         bar = _progress(total=archive.stat().st_size, desc=f"unpack {archive.name}", unit="B", unit_scale=True)
         with bar:
             for member in tar:
@@ -233,8 +247,10 @@ def unpack(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> li
         elif _starts_like_zip(archive):
             raise StageError(f"{archive} is truncated or corrupt (a zip with no central directory){again}")
         else:
-            raise StageError(f"{archive} is not a zip or tar archive; check data.url in params.yaml, then run "
-                             "`dvc repro -f download`")
+            raise StageError(
+                f"{archive} is not a zip or tar archive; check data.url in params.yaml, then run "
+                "`dvc repro -f download`"
+            )
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:
         raise StageError(f"{archive} is truncated or corrupt ({error}){again}") from None
     except OSError as error:
@@ -295,8 +311,10 @@ def _label(path: tuple[str, ...]) -> str:
 def _candidates(folder: Path, where: str) -> tuple[list[Candidate], list[str]]:
     """Class-root candidates in an unpacked folder and in the archives it holds, and notes on what else it holds."""
     files = _listing(folder)
-    found = [Candidate(f"{where}: {_label(root)}", root, len(counts), sum(counts.values()))
-             for root, counts in _class_roots(files).items()]
+    found = [
+        Candidate(f"{where}: {_label(root)}", root, len(counts), sum(counts.values()))
+        for root, counts in _class_roots(files).items()
+    ]
     notes = []
     if loose := sum(len(parts) == 1 and _is_image_name(parts[0]) for parts in files):
         notes.append(f"{loose} image(s) directly in the top folder of {where}, not in class folders")
@@ -330,7 +348,9 @@ def _describe(found: list[Candidate], notes: list[str], folder: Path) -> str:
     return "; ".join(lines)
 
 
-def locate_class_root(archive: Path, scratch: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> tuple[Path, str, list[dict]]:
+def locate_class_root(
+    archive: Path, scratch: Path, max_bytes: int = MAX_UNPACKED_BYTES
+) -> tuple[Path, str, list[dict]]:
     """Unpack `archive` under `scratch` (and the nested archive holding the classes, if that is where they are);
     return the class root, where it was found, and the entries left out under it."""
     folder, where = scratch / "archive", archive.name
@@ -339,23 +359,32 @@ def locate_class_root(archive: Path, scratch: Path, max_bytes: int = MAX_UNPACKE
         found, notes = _candidates(folder, where)
         ranked = sorted(found, key=Candidate.key, reverse=True)
         if not ranked or (ranked[0].images == 0 and ranked[0].archive is None):
-            raise StageError(f"{archive} holds no class folders of images (expected <class>/<image> files, at the top, "
-                             f"in a folder or in a nested archive). Found: {_describe(found, notes, folder)}")
+            raise StageError(
+                f"{archive} holds no class folders of images (expected <class>/<image> files, at the top, "
+                f"in a folder or in a nested archive). Found: {_describe(found, notes, folder)}"
+            )
         best = ranked[0]
         if len(ranked) > 1 and ranked[1].key() == best.key() and best.images:
-            raise StageError(f"{archive}: cannot tell which folder holds the classes; these hold the same number of "
-                             f"images: {_describe(ranked[:2], [], folder)}. Remove one from the archive")
+            raise StageError(
+                f"{archive}: cannot tell which folder holds the classes; these hold the same number of "
+                f"images: {_describe(ranked[:2], [], folder)}. Remove one from the archive"
+            )
         if best.archive is None:
             prefix = best.root
-            kept = [{"path": "/".join(s["path"].split("/")[len(prefix):]), "reason": s["reason"]}
-                    for s in skipped if tuple(s["path"].split("/")[:len(prefix)]) == prefix]
+            kept = [
+                {"path": "/".join(s["path"].split("/")[len(prefix) :]), "reason": s["reason"]}
+                for s in skipped
+                if tuple(s["path"].split("/")[: len(prefix)]) == prefix
+            ]
             return folder.joinpath(*best.root), best.where, kept
         if depth == MAX_NESTING:
             break
         folder, where = scratch / f"nested{depth + 1}", f"{where} > {best.archive.relative_to(folder).as_posix()}"
         skipped = unpack(best.archive, folder, max_bytes)
-    raise StageError(f"{archive}: archives nested more than {MAX_NESTING} deep; unpack it and point data.url at the "
-                     "archive that holds the class folders")
+    raise StageError(
+        f"{archive}: archives nested more than {MAX_NESTING} deep; unpack it and point data.url at the "
+        "archive that holds the class folders"
+    )
 
 
 # --- collecting the images -----------------------------------------------------------------------
@@ -377,8 +406,11 @@ def collect_images(root: Path, images_dir: Path, exclude: tuple[str, ...], skipp
         if _nfc(name) not in {d.name for d in class_dirs}:
             print(f"warning: data.exclude names {name!r}, which is not a class folder in the archive", file=sys.stderr)
     files = [
-        (d.name, f) for d in class_dirs if d.name not in excluded
-        for f in sorted(d.rglob("*")) if f.is_file() and not _ignored(f.relative_to(d).parts)
+        (d.name, f)
+        for d in class_dirs
+        if d.name not in excluded
+        for f in sorted(d.rglob("*"))
+        if f.is_file() and not _ignored(f.relative_to(d).parts)
     ]
     report["excluded"] = sorted(d.name for d in class_dirs if d.name in excluded)
     for label, path in _progress(iterable=files, desc="check images", unit="img"):
@@ -398,8 +430,9 @@ def collect_images(root: Path, images_dir: Path, exclude: tuple[str, ...], skipp
     return report
 
 
-def extract(archive: Path, images_dir: Path, report_path: Path, exclude: tuple[str, ...],
-            max_bytes: int = MAX_UNPACKED_BYTES) -> dict:
+def extract(
+    archive: Path, images_dir: Path, report_path: Path, exclude: tuple[str, ...], max_bytes: int = MAX_UNPACKED_BYTES
+) -> dict:
     images_dir = Path(images_dir)
     scratch = images_dir.with_name(f".{images_dir.name}.unpack")
     remove(scratch)
@@ -411,20 +444,26 @@ def extract(archive: Path, images_dir: Path, report_path: Path, exclude: tuple[s
             report = collect_images(root, tmp, exclude, skipped)
             classes = report["images_per_class"]
             if len(classes) < 2:
-                raise StageError(f"{archive}: {len(classes)} class folder(s) with valid images after data.exclude; "
-                                 f"a classifier needs at least 2 (class folders looked for in {where})")
+                raise StageError(
+                    f"{archive}: {len(classes)} class folder(s) with valid images after data.exclude; "
+                    f"a classifier needs at least 2 (class folders looked for in {where})"
+                )
     finally:
         remove(scratch)
     report.update(archive=Path(archive).name, class_root=where, n_classes=len(classes), n_images=sum(classes.values()))
     write_json(report_path, report)
-    print(f"extracted {report['n_images']} images in {report['n_classes']} classes to {images_dir}; "
-          f"{len(report['skipped_files'])} files left out (see {report_path})")
+    print(
+        f"extracted {report['n_images']} images in {report['n_classes']} classes to {images_dir}; "
+        f"{len(report['skipped_files'])} files left out (see {report_path})"
+    )
     return report
 
 
 def find_archive(raw_dir: Path) -> Path:
     raw_dir = Path(raw_dir)
-    archives = [p for p in sorted(raw_dir.iterdir()) if p.is_file() and not p.name.startswith(".")] if raw_dir.is_dir() else []
+    archives = (
+        [p for p in sorted(raw_dir.iterdir()) if p.is_file() and not p.name.startswith(".")] if raw_dir.is_dir() else []
+    )
     if len(archives) != 1:
         raise StageError(f"expected exactly one archive in {raw_dir}, found {len(archives)}; run `dvc repro download`")
     return archives[0]

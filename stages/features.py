@@ -2,8 +2,8 @@
 
 Runs on the Keras backend named by features.backend (TensorFlow, JAX or PyTorch), on its GPU when it has one
 (mixed precision), else on the CPU (deterministic). Worker processes decode and resize images with the shared
-decoder (stages/images.py) into shared memory a few batches ahead of the model, which is compiled once for the backend; features
-are appended to the .npy files as they come, so memory does not grow with the dataset.
+decoder (stages/images.py) into shared memory a few batches ahead of the model, which is compiled once for the
+backend; features are appended to the .npy files as they come, so memory does not grow with the dataset.
 Writes data/features/<part>/{features,labels}.npy and classes.json.
 """
 
@@ -15,8 +15,8 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -85,8 +85,12 @@ class ImageDecoder:
         self.memory = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)))
         self.slots = np.ndarray(shape, np.uint8, buffer=self.memory.buf)
         # spawn: forking a process that runs TensorFlow or JAX threads can deadlock the child.
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_attach, initargs=(self.memory.name, shape))
+        self.pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_attach,
+            initargs=(self.memory.name, shape),
+        )
 
     def __enter__(self) -> ImageDecoder:
         return self
@@ -101,13 +105,13 @@ class ImageDecoder:
     def _submit(self, slot: int, chunk: list[str]) -> list:
         # Split each batch across the workers so that even one batch is decoded in parallel.
         step = max(4, -(-len(chunk) // self.workers))
-        return [self.pool.submit(_decode_into, slot, i, chunk[i:i + step]) for i in range(0, len(chunk), step)]
+        return [self.pool.submit(_decode_into, slot, i, chunk[i : i + step]) for i in range(0, len(chunk), step)]
 
     def batches(self, paths: list[str]) -> Iterator[np.ndarray]:
         """uint8 (n, image_size, image_size, 3) batches in the order of `paths`. Asking for a batch reuses the
         buffer of the one before the last: a caller may hold two batches at a time, not more."""
         in_flight: deque = deque()
-        chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
+        chunks = [paths[i : i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
         for number, chunk in enumerate(chunks):
             if len(in_flight) == self.n_slots - 2:  # keep the slots of the two batches the caller holds untouched
                 yield self._collect(*in_flight.popleft())
@@ -174,8 +178,11 @@ def write_features(extractor: Extractor, batches, n_images: int, n_features: int
     One batch is in flight while the one before it is copied back and written (ImageDecoder keeps both)."""
     from tqdm import tqdm
 
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-              "shape": (n_images, n_features)}
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        "fortran_order": False,
+        "shape": (n_images, n_features),
+    }
     with open(out, "wb") as file, tqdm(total=n_images, desc=desc, unit="img", file=sys.stderr) as bar:
         np.lib.format.write_array_header_1_0(file, header)
 

@@ -31,15 +31,18 @@ def load_classifier(model_path: Path):
     model_path, classes_path = Path(model_path), Path(model_path).with_name("classes.json")
     for path in (model_path, classes_path):
         if not path.is_file():
-            raise StageError(f"{path} not found; run `dvc repro` in {PROJECT} to train and export the classifier, "
-                             "or pass --model")
+            raise StageError(
+                f"{path} not found; run `dvc repro` in {PROJECT} to train and export the classifier, or pass --model"
+            )
     keras = backend.use("tensorflow")
     import stages.backbones  # noqa: F401  registers the Preprocess layer the model uses
 
     try:
         model = keras.models.load_model(model_path, compile=False)
     except Exception as error:  # a damaged or foreign file: Keras raises many types
-        raise StageError(f"{model_path} is not a classifier exported by this project ({str(error).splitlines()[0][:200]})") from None
+        raise StageError(
+            f"{model_path} is not a classifier exported by this project ({str(error).splitlines()[0][:200]})"
+        ) from None
     image_size = model.get_layer("resize").height
     return model, json.loads(classes_path.read_text(encoding="utf-8")), image_size
 
@@ -68,9 +71,9 @@ def predict(model, classes: list[str], image_size: int, image_paths: list[Path],
     names = list(images)
     results = {}
     for start in range(0, len(names), BATCH_SIZE):
-        chunk = names[start:start + BATCH_SIZE]
+        chunk = names[start : start + BATCH_SIZE]
         probabilities = np.asarray(model.predict_on_batch(np.stack([images[p] for p in chunk])))
-        for path, row in zip(chunk, probabilities):
+        for path, row in zip(chunk, probabilities, strict=True):
             best = np.argsort(-row, kind="stable")[:top]
             results[path] = [(classes[i], float(row[i])) for i in best]
     return results, errors
@@ -85,7 +88,9 @@ def format_text(results: dict[str, list[tuple[str, float]]]) -> str:
 
 
 def format_json(results: dict[str, list[tuple[str, float]]]) -> str:
-    data = {path: [{"label": label, "probability": round(p, 6)} for label, p in ranked] for path, ranked in results.items()}
+    data = {
+        path: [{"label": label, "probability": round(p, 6)} for label, p in ranked] for path, ranked in results.items()
+    }
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
@@ -108,7 +113,9 @@ def main(paths: list[Path], model_path: Path, top: int, as_json: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Classify images with the exported classifier.")
     parser.add_argument("images", type=Path, nargs="+", help="image files or folders of them")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"exported classifier (default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, help=f"exported classifier (default {DEFAULT_MODEL})"
+    )
     parser.add_argument("--top", type=int, default=5, help="how many classes to print per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args()

@@ -49,7 +49,7 @@ def split_images(images: pd.DataFrame, test: float, val: float, seed: int) -> di
                 f"class {label!r} has {len(group)} images, too few to give train, validation and test one each; "
                 "add images, lower split.test/split.val, or drop the class with data.exclude"
             )
-        for part, rows in zip(PARTS, (train_rows, val_rows, test_rows)):
+        for part, rows in zip(PARTS, (train_rows, val_rows, test_rows), strict=True):
             parts[part].append(rows)
     return {part: pd.concat(frames).sort_values(["label", "path"], ignore_index=True) for part, frames in parts.items()}
 

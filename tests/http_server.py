@@ -99,7 +99,7 @@ class FileServer:
         self.routes[path] = Route(body=body, **faults)
         return self.base + path
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         self.thread.start()
         return self
 

@@ -46,9 +46,14 @@ def run_features(workspace, name: str, run: str):
     params["features"].update(backend=name, weights=str(workspace / "resnet50.weights.h5"), batch_size=5)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "stages.features", str(workspace / "images"),
-                             str(workspace / "split"), "features"], cwd=folder, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.features", str(workspace / "images"), str(workspace / "split"), "features"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"on CPU ({name})" in result.stdout
     return {part: (folder / "features" / part / "features.npy").read_bytes() for part in PARTS}

@@ -29,8 +29,13 @@ METRICS = {"accuracy": 0.916667, "loss": 0.123872, "n_test": 12}
 
 def write_keras(path: Path, weights: bytes, date: str, object_id: int) -> None:
     """A file laid out like a Keras 3 .keras archive."""
-    config = {"class_name": "Sequential", "config": {"dtype": {"shared_object_id": object_id}, "layers": [
-        {"class_name": "Dense", "config": {"units": 4, "dtype": {"shared_object_id": object_id}}}]}}
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "dtype": {"shared_object_id": object_id},
+            "layers": [{"class_name": "Dense", "config": {"units": 4, "dtype": {"shared_object_id": object_id}}}],
+        },
+    }
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.1", "date_saved": date}))
         zf.writestr("config.json", json.dumps(config))
@@ -38,13 +43,24 @@ def write_keras(path: Path, weights: bytes, date: str, object_id: int) -> None:
 
 
 def write_lock(repo: Path, features_md5: str, head_md5: str, head_size: int) -> None:
-    lock = {"schema": "2.0", "stages": {
-        "features": {"cmd": "x", "outs": [{"path": "data/features", "hash": "md5", "md5": features_md5, "size": 10}]},
-        "train": {"cmd": "x", "deps": [{"path": "data/features", "hash": "md5", "md5": features_md5, "size": 10}],
-                  "outs": [{"path": "models/head.keras", "hash": "md5", "md5": head_md5, "size": head_size}]},
-        "evaluate": {"cmd": "x", "deps": [{"path": "models/head.keras", "hash": "md5", "md5": head_md5,
-                                           "size": head_size}]},
-    }}
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "features": {
+                "cmd": "x",
+                "outs": [{"path": "data/features", "hash": "md5", "md5": features_md5, "size": 10}],
+            },
+            "train": {
+                "cmd": "x",
+                "deps": [{"path": "data/features", "hash": "md5", "md5": features_md5, "size": 10}],
+                "outs": [{"path": "models/head.keras", "hash": "md5", "md5": head_md5, "size": head_size}],
+            },
+            "evaluate": {
+                "cmd": "x",
+                "deps": [{"path": "models/head.keras", "hash": "md5", "md5": head_md5, "size": head_size}],
+            },
+        },
+    }
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
@@ -194,8 +210,10 @@ def test_main_exits_zero_and_cleans_up_on_success(monkeypatch, tmp_path, capsys)
 
 
 def test_stage_log_parsing():
-    log = ("Stage 'download' didn't change, skipping\nRunning stage 'train':\n> python -m stages.train\n"
-           "Stage 'evaluate' is cached - skipping run, checking out outputs\nRunning stage 'export':\n")
+    log = (
+        "Stage 'download' didn't change, skipping\nRunning stage 'train':\n> python -m stages.train\n"
+        "Stage 'evaluate' is cached - skipping run, checking out outputs\nRunning stage 'export':\n"
+    )
     assert scratch_repo.stages_run(log) == ["train", "export"]
     assert scratch_repo.stages_restored(log) == ["evaluate"]
     assert scratch_repo.stages_skipped(log) == ["download"]

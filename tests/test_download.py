@@ -288,8 +288,11 @@ def test_redirect_to_a_signed_url_cut_halfway_resumes(server, paths):
     """What data.caltech.edu-like servers do: ?download=1 answers 302 to a signed URL with its own query
     string; the transfer is cut halfway; the retry goes through the redirect again and resumes."""
     server.add("/signed/caltech-101.zip", BODY, cut_after=len(BODY) // 2)
-    url = server.add("/records/abc/files/caltech-101.zip", b"",
-                     redirect="/signed/caltech-101.zip?X-Amz-Expires=60&X-Amz-Signature=0f3e")
+    url = server.add(
+        "/records/abc/files/caltech-101.zip",
+        b"",
+        redirect="/signed/caltech-101.zip?X-Amz-Expires=60&X-Amz-Signature=0f3e",
+    )
     fetch(url + "?download=1", paths)
     assert md5_of(paths["dest"]) == MD5
     assert [r["query"] for r in server.routes["/records/abc/files/caltech-101.zip"].requests] == ["download=1"] * 2
@@ -330,8 +333,13 @@ def test_non_archive_without_md5_is_refused_but_archives_of_every_kind_pass(tmp_
         info = tarfile.TarInfo("a/b.jpg")
         info.size = 3
         archive.addfile(info, io.BytesIO(b"abc"))
-    kinds = {"zip": BODY, "tar": tar.getvalue(), "gz": gzip.compress(tar.getvalue()),
-             "bz2": bz2.compress(tar.getvalue()), "xz": lzma.compress(tar.getvalue())}
+    kinds = {
+        "zip": BODY,
+        "tar": tar.getvalue(),
+        "gz": gzip.compress(tar.getvalue()),
+        "bz2": bz2.compress(tar.getvalue()),
+        "xz": lzma.compress(tar.getvalue()),
+    }
     for kind, body in kinds.items():
         source = tmp_path / f"source.{kind}"
         source.write_bytes(body)
@@ -347,15 +355,23 @@ def test_non_archive_without_md5_is_refused_but_archives_of_every_kind_pass(tmp_
 def test_name_from_content_disposition_when_the_url_names_no_file(server, tmp_path):
     raw, partial = tmp_path / "raw", tmp_path / ".partial"
     server.add("/get/", BODY, headers={"Content-Disposition": 'attachment; filename="caltech-101.zip"'})
-    server.add("/files/7/download", BODY,
-               headers={"Content-Disposition": "attachment; filename*=UTF-8''caf%C3%A9%20set.tar.gz"})
+    server.add(
+        "/files/7/download",
+        BODY,
+        headers={"Content-Disposition": "attachment; filename*=UTF-8''caf%C3%A9%20set.tar.gz"},
+    )
     server.add("/plain/", BODY)
     server.add("/evil/", BODY, headers={"Content-Disposition": 'attachment; filename="../../etc/x.zip"'})
-    expected = {"/get/": "caltech-101.zip", "/files/7/download": "café set.tar.gz", "/plain/": "archive",
-                "/evil/": "x.zip"}
+    expected = {
+        "/get/": "caltech-101.zip",
+        "/files/7/download": "café set.tar.gz",
+        "/plain/": "archive",
+        "/evil/": "x.zip",
+    }
     for path, name in expected.items():
-        dest = download.download(server.base + path + "?token=1", raw / path.strip("/").replace("/", "_"), None,
-                                 partial, **FAST)
+        dest = download.download(
+            server.base + path + "?token=1", raw / path.strip("/").replace("/", "_"), None, partial, **FAST
+        )
         assert dest.name == name and dest.read_bytes() == BODY
 
 

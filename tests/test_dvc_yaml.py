@@ -20,8 +20,12 @@ from stages import params
 from tools.scratch_repo import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-SECTIONS = {"data": params.DataParams, "split": params.SplitParams, "features": params.FeaturesParams,
-            "train": params.TrainParams}
+SECTIONS = {
+    "data": params.DataParams,
+    "split": params.SplitParams,
+    "features": params.FeaturesParams,
+    "train": params.TrainParams,
+}
 
 
 def module_files(name: str) -> list[Path]:
@@ -104,13 +108,20 @@ def keys_read(module: str) -> set[str]:
     fields that the code it can execute reads as attributes (`config.epochs`). Static, so a superset: a field
     name read anywhere in those modules counts."""
     sections = {
-        node.attr for node in attribute_nodes(module_files(module)[-1])
-        if isinstance(node.value, ast.Call) and getattr(node.value.func, "attr", None) == "load"
+        node.attr
+        for node in attribute_nodes(module_files(module)[-1])
+        if isinstance(node.value, ast.Call)
+        and getattr(node.value.func, "attr", None) == "load"
         and node.attr in SECTIONS
     }
     # Fields are read off a name (`config.epochs`); `keras.config.backend()` is not a params field.
-    attributes = {node.attr for p in executed_files(module) if p.name != "params.py" for node in attribute_nodes(p)
-                  if isinstance(node.value, ast.Name)}
+    attributes = {
+        node.attr
+        for p in executed_files(module)
+        if p.name != "params.py"
+        for node in attribute_nodes(p)
+        if isinstance(node.value, ast.Name)
+    }
     return {
         f"{section}.{field.name}"
         for section in sections
@@ -135,8 +146,9 @@ def declared_keys(stage: dict) -> set[str]:
 def test_stage_params_are_the_keys_it_reads(name):
     stage = STAGES[name]
     read, declared = keys_read(stage_module(stage)), declared_keys(stage)
-    assert declared == read, f"dvc.yaml stage {name}: add to params {sorted(read - declared)}, " \
-                             f"remove {sorted(declared - read)}"
+    assert declared == read, (
+        f"dvc.yaml stage {name}: add to params {sorted(read - declared)}, remove {sorted(declared - read)}"
+    )
 
 
 def test_evaluate_reads_no_params_and_download_only_the_source():

@@ -23,13 +23,21 @@ from tests.conftest import ROOT, SMALL_FEATURES, SMALL_TRAIN, subprocess_env
 def exported(feature_cache, tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     train(feature_cache["features"], models / "head.keras", models / "live", TrainParams(**SMALL_TRAIN))
-    export(models / "head.keras", feature_cache["features"], models / "classifier.keras", FeaturesParams(**SMALL_FEATURES))
+    export(
+        models / "head.keras", feature_cache["features"], models / "classifier.keras", FeaturesParams(**SMALL_FEATURES)
+    )
     return models
 
 
 def run_predict(*args):
-    return subprocess.run([sys.executable, "-m", "stages.predict", *map(str, args)], cwd=ROOT, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "stages.predict", *map(str, args)],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_classifier_on_raw_images_agrees_with_the_cached_pipeline(exported, feature_cache):
@@ -64,7 +72,10 @@ def test_predict_prints_top_k_per_image(exported, feature_cache):
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2 * 3 and lines[0] == str(images[0]) and lines[3] == str(images[1])
     label, probability = lines[1].split("\t")
-    assert (label, float(probability)) == (expected[str(images[0])][0][0], pytest.approx(expected[str(images[0])][0][1], abs=1e-4))
+    assert (label, float(probability)) == (
+        expected[str(images[0])][0][0],
+        pytest.approx(expected[str(images[0])][0][1], abs=1e-4),
+    )
 
     as_json = run_predict(images[0], "--model", exported / "classifier.keras", "--json")
     parsed = json.loads(as_json.stdout)
@@ -85,8 +96,10 @@ def test_predict_classifies_a_folder_and_names_each_bad_path(exported, feature_c
     assert result.returncode == 1
     printed = [line for line in result.stdout.splitlines() if not line.count("\t")]
     assert printed == [str(path) for path in good]  # every good image, in order, even though others failed
-    assert result.stderr.splitlines() == [f"error: {fake}: not an image file (unrecognised content)",
-                                          f"error: {missing}: no such file"]
+    assert result.stderr.splitlines() == [
+        f"error: {fake}: not an image file (unrecognised content)",
+        f"error: {missing}: no such file",
+    ]
 
 
 def test_predict_on_every_image_format_matches_pillow_pixels(exported, tmp_path):
@@ -99,7 +112,7 @@ def test_predict_on_every_image_format_matches_pillow_pixels(exported, tmp_path)
     results, errors = predict(model, classes, image_size, paths, top=len(classes))
     assert errors == {} and len(results) == len(paths)
     expected = np.asarray(model.predict_on_batch(np.stack([pillow_pixels(p, image_size) for p in paths])))
-    for path, row in zip(paths, expected):
+    for path, row in zip(paths, expected, strict=True):
         got = dict(results[str(path)])
         np.testing.assert_allclose([got[c] for c in classes], row, atol=1e-5, err_msg=path.name)
 
@@ -112,11 +125,18 @@ def test_predict_runs_from_any_directory_without_start_up_noise(exported, featur
     image = sorted(feature_cache["images"].rglob("*.jpg"))[0]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = subprocess.run([sys.executable, str(project / "stages" / "predict.py"), str(image)], cwd=elsewhere,
-                            env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(project / "stages" / "predict.py"), str(image)],
+        cwd=elsewhere,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == str(image) and len(result.stdout.splitlines()) == 1 + len(
-        json.loads((exported / "classes.json").read_text()))
+        json.loads((exported / "classes.json").read_text())
+    )
     assert result.stderr == ""  # no CUDA probing, oneDNN or absl lines on a machine without a GPU
 
 

@@ -43,13 +43,17 @@ def make_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | N
             zf.writestr(zipfile.ZipInfo(name), data, zipfile.ZIP_DEFLATED)
         for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)  # a symlink, as Info-ZIP stores it
+            info.external_attr = 0o120777 << 16  # a symlink, as Info-ZIP stores it
             zf.writestr(info, target)
     return path
 
 
-def make_tar(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | None = None,
-             hardlinks: dict[str, str] | None = None) -> Path:
+def make_tar(
+    path: Path,
+    entries: dict[str, bytes],
+    symlinks: dict[str, str] | None = None,
+    hardlinks: dict[str, str] | None = None,
+) -> Path:
     with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tar:
         for name, data in entries.items():
             info = tarfile.TarInfo(name)
@@ -65,8 +69,11 @@ def make_tar(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | N
 
 @pytest.fixture
 def out(tmp_path):
-    return {"images": tmp_path / "data" / "images", "report": tmp_path / "metrics" / "data.json",
-            "data": tmp_path / "data"}
+    return {
+        "images": tmp_path / "data" / "images",
+        "report": tmp_path / "metrics" / "data.json",
+        "data": tmp_path / "data",
+    }
 
 
 def run_extract(archive: Path, out: dict, exclude=EXCLUDE, **options) -> dict:
@@ -216,8 +223,9 @@ UNSAFE_NAMES = ["../evil.jpg", "class_0/../../evil.jpg", "/tmp/evil_absolute.jpg
 @pytest.mark.parametrize("maker", [make_zip, make_tar], ids=["zip", "tar"])
 @pytest.mark.parametrize("name", UNSAFE_NAMES)
 def test_entries_escaping_the_target_are_refused(out, tmp_path, maker, name):
-    archive = maker(tmp_path / ("bad.zip" if maker is make_zip else "bad.tar"),
-                    {**good_classes(), name: image_bytes(3)})
+    archive = maker(
+        tmp_path / ("bad.zip" if maker is make_zip else "bad.tar"), {**good_classes(), name: image_bytes(3)}
+    )
     message = extract_error(archive, out)
     assert f"entry {name!r} would be written outside the extraction folder" in message
     assert not (tmp_path / "evil.jpg").exists() and not (out["data"] / "evil.jpg").exists()
@@ -261,8 +269,8 @@ def test_zip_whose_directory_lies_about_sizes_is_refused(out, tmp_path):
     data = bytearray(bomb.read_bytes())
     # Patch the central directory's uncompressed size of that entry (offset 24 of its header) to 10 bytes.
     header = data.find(b"class_0/zeros.jpg", data.find(b"PK\x01\x02")) - 46
-    assert data[header:header + 4] == b"PK\x01\x02"
-    data[header + 24:header + 28] = (10).to_bytes(4, "little")
+    assert data[header : header + 4] == b"PK\x01\x02"
+    data[header + 24 : header + 28] = (10).to_bytes(4, "little")
     bomb.write_bytes(bytes(data))
     # The declared total passes the limit; the entry is caught unpacking (zipfile stops at the declared
     # size and the CRC check fails), so only 10 bytes of it are ever written.
@@ -326,15 +334,18 @@ def test_odd_images_kept_bad_ones_left_out_and_empty_class_reported(out, tmp_pat
 
 
 def test_fewer_than_two_usable_classes(out, tmp_path):
-    archive = make_tar(tmp_path / "one.tar", {**good_classes(1), "broken/x.jpg": b"",
-                                              "BACKGROUND_Google/a.jpg": image_bytes(2)})
+    archive = make_tar(
+        tmp_path / "one.tar", {**good_classes(1), "broken/x.jpg": b"", "BACKGROUND_Google/a.jpg": image_bytes(2)}
+    )
     message = extract_error(archive, out)
     assert "1 class folder(s) with valid images after data.exclude; a classifier needs at least 2" in message
 
 
 def test_hidden_files_are_ignored(out, tmp_path):
-    archive = make_zip(tmp_path / "hidden.zip", {**good_classes(), "class_0/.DS_Store": b"\0\0\0\1Bud1",
-                                                 ".hidden/a.jpg": image_bytes(1)})
+    archive = make_zip(
+        tmp_path / "hidden.zip",
+        {**good_classes(), "class_0/.DS_Store": b"\0\0\0\1Bud1", ".hidden/a.jpg": image_bytes(1)},
+    )
     report = run_extract(archive, out)
     assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
     assert report["skipped_files"] == []
@@ -349,8 +360,14 @@ def run_stage(cwd: Path, exclude: list[str]) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(yaml.safe_dump(raw))
     env = subprocess_env()
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "stages.extract", "data/raw", "data/images", "metrics/data.json"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "stages.extract", "data/raw", "data/images", "metrics/data.json"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_extracts_the_one_archive_in_raw(archives, tmp_path):
@@ -407,7 +424,7 @@ def test_official_zip_plain_file_beside_the_nested_archives(archives, out):
     report = run_extract(archive, out)
     assert report["class_root"] == "caltech-101.zip > caltech-101/101_ObjectCategories.tar.gz: 101_ObjectCategories/"
     assert report["images_per_class"] == expected["images_per_class"]
-    assert not any("tmp" == entry["path"].split("/")[-1] for entry in report["skipped_files"])  # excluded class
+    assert not any(entry["path"].split("/")[-1] == "tmp" for entry in report["skipped_files"])  # excluded class
 
 
 def test_legacy_fixture_holds_the_stray_tmp(archives):
@@ -419,8 +436,9 @@ def test_legacy_fixture_holds_the_stray_tmp(archives):
 @pytest.mark.parametrize("beside", ["LICENSE.txt", "README.txt", "show_annotation.m", "notes"])
 @pytest.mark.parametrize("wrapper", ["", "flower_photos/"], ids=["top", "wrapper"])
 def test_plain_file_beside_the_class_folders(out, tmp_path, beside, wrapper):
-    archive = make_tar(tmp_path / "flowers.tgz", {f"{wrapper}{beside}": b"licensed CC-BY\n",
-                                                  **good_classes(3, prefix=wrapper)})
+    archive = make_tar(
+        tmp_path / "flowers.tgz", {f"{wrapper}{beside}": b"licensed CC-BY\n", **good_classes(3, prefix=wrapper)}
+    )
     report = run_extract(archive, out)
     assert report["images_per_class"] == {"class_0": 3, "class_1": 3, "class_2": 3}
     assert report["skipped_files"] == [{"path": beside, "reason": "not inside a class folder"}]
@@ -492,8 +510,10 @@ def test_windows_zip_with_backslashes_and_directory_entries(out, tmp_path):
         assert zf.namelist()[:2] == ["photos\\", "photos\\class_0\\"]
     report = run_extract(archive, out)
     assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
-    assert listing(out["images"]) == {"class_0": ["image_0.jpg", "image_1.jpg", "image_2.jpg"],
-                                      "class_1": ["image_0.jpg", "image_1.jpg", "image_2.jpg"]}
+    assert listing(out["images"]) == {
+        "class_0": ["image_0.jpg", "image_1.jpg", "image_2.jpg"],
+        "class_1": ["image_0.jpg", "image_1.jpg", "image_2.jpg"],
+    }
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar"])
@@ -511,7 +531,9 @@ def test_name_too_long_for_the_file_system_is_left_out_with_its_reason(out, tmp_
 
 def test_a_name_the_file_system_refuses_is_left_out(out, tmp_path):
     # A file and a folder of the same name: the second cannot be created; the stage goes on.
-    archive = make_tar(tmp_path / "clash.tar", {**good_classes(), "class_0/dup": b"x", "class_0/dup/a.jpg": image_bytes(0)})
+    archive = make_tar(
+        tmp_path / "clash.tar", {**good_classes(), "class_0/dup": b"x", "class_0/dup/a.jpg": image_bytes(0)}
+    )
     report = run_extract(archive, out)
     assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
     reasons = {entry["path"]: entry["reason"] for entry in report["skipped_files"]}
@@ -563,8 +585,14 @@ def test_zip_whose_only_content_is_a_nested_archive(out, tmp_path, suffix):
 
 def test_nested_archive_one_wrapper_down_beside_a_readme(out, tmp_path):
     inner = nested_archive(".tar.xz", good_classes())
-    archive = make_tar(tmp_path / "outer.tar.gz", {"dataset/README.md": b"# data\n", "dataset/data.tar.xz": inner,
-                                                   "dataset/labels.tar": nested_archive(".tar", {"a/b.txt": b"x"})})
+    archive = make_tar(
+        tmp_path / "outer.tar.gz",
+        {
+            "dataset/README.md": b"# data\n",
+            "dataset/data.tar.xz": inner,
+            "dataset/labels.tar": nested_archive(".tar", {"a/b.txt": b"x"}),
+        },
+    )
     assert run_extract(archive, out)["images_per_class"] == {"class_0": 3, "class_1": 3}
 
 
@@ -578,8 +606,11 @@ def test_archive_in_an_archive_in_an_archive(out, tmp_path):
 
 
 def test_the_folder_holding_most_images_wins(out, tmp_path):
-    entries = {**good_classes(3, 4, prefix="dataset/images/"), **good_classes(1, 2, prefix="dataset/samples/"),
-               "dataset/thumbs.tar": nested_archive(".tar", good_classes(2, 1))}
+    entries = {
+        **good_classes(3, 4, prefix="dataset/images/"),
+        **good_classes(1, 2, prefix="dataset/samples/"),
+        "dataset/thumbs.tar": nested_archive(".tar", good_classes(2, 1)),
+    }
     report = run_extract(make_zip(tmp_path / "mixed.zip", entries), out)
     assert report["images_per_class"] == {"class_0": 4, "class_1": 4, "class_2": 4}
     assert report["class_root"] == "mixed.zip: dataset/images/"
@@ -592,9 +623,14 @@ def test_when_it_cannot_decide_the_error_lists_what_it_found(out, tmp_path):
     assert "twice.zip: copy/ (2 subfolder(s) holding 6 image(s))" in message
     assert "twice.zip: train/ (2 subfolder(s) holding 6 image(s))" in message
 
-    nothing = make_zip(tmp_path / "docs.zip", {"caltech-101/show_annotation.m": b"%", "caltech-101/notes.tar.xz":
-                                               nested_archive(".tar.xz", {"a/b.txt": b"x"}),
-                                               "caltech-101/broken.tar.gz": b"\x1f\x8b not really"})
+    nothing = make_zip(
+        tmp_path / "docs.zip",
+        {
+            "caltech-101/show_annotation.m": b"%",
+            "caltech-101/notes.tar.xz": nested_archive(".tar.xz", {"a/b.txt": b"x"}),
+            "caltech-101/broken.tar.gz": b"\x1f\x8b not really",
+        },
+    )
     message = extract_error(nothing, out)
     assert "holds no class folders" in message
     assert "docs.zip > caltech-101/notes.tar.xz (no images)" in message

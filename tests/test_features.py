@@ -49,7 +49,9 @@ def test_batch_size_does_not_change_the_features(feature_cache, tmp_path):
 def test_writes_only_the_final_folder(feature_cache):
     siblings = sorted(p.name for p in feature_cache["features"].parent.iterdir())
     assert siblings == ["features", "images", "split"]
-    assert json.loads((feature_cache["features"] / "classes.json").read_text()) == load_classes(feature_cache["features"])
+    assert json.loads((feature_cache["features"] / "classes.json").read_text()) == load_classes(
+        feature_cache["features"]
+    )
 
 
 def test_missing_manifests_name_the_stage_to_run(tmp_path):

@@ -120,9 +120,9 @@ def test_a_file_failing_at_features_time_is_named_with_what_to_do(tmp_path):
     for i in range(3):
         good.append(str(tmp_path / "cls" / f"good_{i}.png"))
         Image.fromarray(picture()).save(good[-1])
-    with pytest.raises(StageError, match=r"cls/changed.jpg: not a readable image.*dvc checkout data/images"):
-        with ImageDecoder(32, batch_size=2, workers=2) as decoder:
-            list(decoder.batches(good + [str(bad)]))
+    expected = r"cls/changed.jpg: not a readable image.*dvc checkout data/images"
+    with pytest.raises(StageError, match=expected), ImageDecoder(32, batch_size=2, workers=2) as decoder:
+        list(decoder.batches(good + [str(bad)]))
 
 
 def test_the_extract_stage_keeps_every_file_the_decoder_reads(corpus, tmp_path):

@@ -14,6 +14,7 @@ from stages.split import list_images, split_images, write_manifests
 from tests.conftest import ROOT, subprocess_env
 from tools.synthetic import make_image_folders
 
+
 def features_command() -> tuple[list[str], dict]:
     """`python -m stages.features data/images data/split data/features`, importing this checkout's stages."""
     env = subprocess_env()
@@ -73,9 +74,13 @@ def test_features_killed_halfway_then_rerun_equals_clean_run(tmp_path):
     run_features(clean)
 
     resumed, expected = output_files(data / "features"), output_files(clean / "data" / "features")
-    assert sorted(resumed) == sorted(expected) == [
-        "classes.json",
-        *(f"{part}/{name}" for part in ("test", "train", "val") for name in ("features.npy", "labels.npy")),
-    ]
+    assert (
+        sorted(resumed)
+        == sorted(expected)
+        == [
+            "classes.json",
+            *(f"{part}/{name}" for part in ("test", "train", "val") for name in ("features.npy", "labels.npy")),
+        ]
+    )
     assert resumed == expected  # byte-identical .npy files
     assert sorted(p.name for p in data.iterdir()) == ["features", "images", "split"]  # no temporary left

@@ -43,8 +43,13 @@ def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_p
 
     log = tmp_path / "repro.log"
     with open(log, "wb") as output:  # a file, not a pipe, so a full pipe can never block dvc
-        process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=subprocess_env(),
-                                   stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dvc", "repro"],
+            cwd=repo,
+            env=subprocess_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(log, "Epoch 1/", process, seconds=480)  # train has loaded its params and is training
         params = read_params(repo)

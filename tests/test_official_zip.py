@@ -23,8 +23,11 @@ def test_official_zip_behind_a_redirect_cut_halfway_runs_to_the_metrics(tmp_path
     assert len(body) > 3 * 2**16
     # ?download=1 answers 302 to a signed URL with its own query string; the first transfer stops halfway.
     server.add("/signed/e2e/caltech-101.zip", body, cut_after=len(body) // 2)
-    url = server.add("/records/mzrjq-6wc02/files/caltech-101.zip", b"",
-                     redirect="/signed/e2e/caltech-101.zip?X-Amz-Expires=3600&X-Amz-Signature=9a1b")
+    url = server.add(
+        "/records/mzrjq-6wc02/files/caltech-101.zip",
+        b"",
+        redirect="/signed/e2e/caltech-101.zip?X-Amz-Expires=3600&X-Amz-Signature=9a1b",
+    )
     repo = make_repo(tmp_path / "repo", pipeline_params(url + "?download=1", md5_of(archive), **{"train.epochs": 5}))
 
     result = dvc(repo, "repro")
@@ -36,8 +39,7 @@ def test_official_zip_behind_a_redirect_cut_halfway_runs_to_the_metrics(tmp_path
     assert [p.name for p in (repo / "data" / "raw").iterdir()] == ["caltech-101.zip"]
     data = json.loads((repo / "metrics" / "data.json").read_text())
     assert data["images_per_class"] == expected["images_per_class"] and data["excluded"] == ["BACKGROUND_Google"]
-    assert data["class_root"] == ("caltech-101.zip > caltech-101/101_ObjectCategories.tar.gz: "
-                                  "101_ObjectCategories/")
+    assert data["class_root"] == ("caltech-101.zip > caltech-101/101_ObjectCategories.tar.gz: 101_ObjectCategories/")
     metrics = json.loads((repo / "metrics" / "test.json").read_text())
     assert metrics["n_test"] > 0 and 0 <= metrics["accuracy"] <= 1
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}

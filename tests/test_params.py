@@ -36,8 +36,9 @@ def run_stage(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess
     """`python -m stages.<module> args` in cwd (which holds params.yaml), importing this checkout's stages."""
     env = subprocess_env()
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", f"stages.{module}", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{module}", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_repository_params_are_valid():
@@ -67,43 +68,46 @@ def test_valid_edge_values_are_accepted(tmp_path):
     assert params.validate(with_value("features.weights", None)).features.weights is None
 
 
-@pytest.mark.parametrize("key, value", [
-    ("data.url", ""),
-    ("data.url", 5),
-    ("data.md5", "3138e1922a9193bfa496528edbbc45d"),  # 31 characters
-    ("data.md5", "zz38e1922a9193bfa496528edbbc45d0"),  # not hex
-    ("data.exclude", "BACKGROUND_Google"),  # a string, not a list
-    ("data.exclude", [1]),
-    ("split.test", 0),
-    ("split.test", 1),
-    ("split.test", 1.5),
-    ("split.test", -0.2),
-    ("split.test", "0.2"),
-    ("split.test", True),
-    ("split.test", math.nan),
-    ("split.val", 0.0),
-    ("split.seed", -1),
-    ("split.seed", 1.5),
-    ("split.seed", 2**32),  # NumPy rejects seeds >= 2**32
-    ("features.backbone", "resnet51"),
-    ("features.weights", "no/such/weights.h5"),
-    ("features.weights", 5),
-    ("features.image_size", 31),
-    ("features.image_size", 224.0),
-    ("features.batch_size", 0),
-    ("train.head", "svm"),
-    ("train.epochs", 0),
-    ("train.batch_size", "32"),
-    ("train.learning_rate", 0),
-    ("train.learning_rate", -0.001),
-    ("train.learning_rate", math.inf),
-    ("train.hidden_units", 0),
-    ("train.dropout", 1),
-    ("train.dropout", -0.1),
-    ("train.logistic_c", 0),
-    ("train.seed", -3),
-    ("train.seed", False),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("data.url", ""),
+        ("data.url", 5),
+        ("data.md5", "3138e1922a9193bfa496528edbbc45d"),  # 31 characters
+        ("data.md5", "zz38e1922a9193bfa496528edbbc45d0"),  # not hex
+        ("data.exclude", "BACKGROUND_Google"),  # a string, not a list
+        ("data.exclude", [1]),
+        ("split.test", 0),
+        ("split.test", 1),
+        ("split.test", 1.5),
+        ("split.test", -0.2),
+        ("split.test", "0.2"),
+        ("split.test", True),
+        ("split.test", math.nan),
+        ("split.val", 0.0),
+        ("split.seed", -1),
+        ("split.seed", 1.5),
+        ("split.seed", 2**32),  # NumPy rejects seeds >= 2**32
+        ("features.backbone", "resnet51"),
+        ("features.weights", "no/such/weights.h5"),
+        ("features.weights", 5),
+        ("features.image_size", 31),
+        ("features.image_size", 224.0),
+        ("features.batch_size", 0),
+        ("train.head", "svm"),
+        ("train.epochs", 0),
+        ("train.batch_size", "32"),
+        ("train.learning_rate", 0),
+        ("train.learning_rate", -0.001),
+        ("train.learning_rate", math.inf),
+        ("train.hidden_units", 0),
+        ("train.dropout", 1),
+        ("train.dropout", -0.1),
+        ("train.logistic_c", 0),
+        ("train.seed", -3),
+        ("train.seed", False),
+    ],
+)
 def test_bad_value_is_rejected_naming_key_and_value(key, value):
     message = problem(with_value(key, value))
     assert f"{key} must be" in message or f"{key} is not an existing file" in message
@@ -152,12 +156,15 @@ def test_missing_key_and_missing_section():
     assert "missing section features" in message
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("data: [unclosed\n", "is not valid YAML"),
-    ("data:\n\t- tab\n", "is not valid YAML"),
-    ("", "expected a mapping"),
-    ("- a\n- b\n", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("data: [unclosed\n", "is not valid YAML"),
+        ("data:\n\t- tab\n", "is not valid YAML"),
+        ("", "expected a mapping"),
+        ("- a\n- b\n", "expected a mapping"),
+    ],
+)
 def test_bad_yaml(tmp_path, text, expected):
     path = tmp_path / "params.yaml"
     path.write_text(text)
@@ -170,15 +177,18 @@ def test_missing_params_file(tmp_path):
         params.load(tmp_path / "params.yaml")
 
 
-@pytest.mark.parametrize("module, args, untouched", [
-    ("download", ["data/raw"], "data/raw/old.zip"),
-    ("extract", ["data/raw", "data/images", "metrics/data.json"], "data/raw/old.zip"),
-    ("split", ["data/images", "data/split"], "data/images/cat/a.jpg"),
-    ("features", ["data/images", "data/split", "data/features"], "data/images/cat/a.jpg"),
-    ("train", ["data/features", "models/head.keras", "metrics/train"], "data/images/cat/a.jpg"),
-    ("evaluate", ["data/features", "data/split", "models/head.keras", "metrics"], "data/images/cat/a.jpg"),
-    ("export", ["models/head.keras", "data/features", "models/classifier.keras"], "data/images/cat/a.jpg"),
-])
+@pytest.mark.parametrize(
+    "module, args, untouched",
+    [
+        ("download", ["data/raw"], "data/raw/old.zip"),
+        ("extract", ["data/raw", "data/images", "metrics/data.json"], "data/raw/old.zip"),
+        ("split", ["data/images", "data/split"], "data/images/cat/a.jpg"),
+        ("features", ["data/images", "data/split", "data/features"], "data/images/cat/a.jpg"),
+        ("train", ["data/features", "models/head.keras", "metrics/train"], "data/images/cat/a.jpg"),
+        ("evaluate", ["data/features", "data/split", "models/head.keras", "metrics"], "data/images/cat/a.jpg"),
+        ("export", ["models/head.keras", "data/features", "models/classifier.keras"], "data/images/cat/a.jpg"),
+    ],
+)
 def test_stage_with_bad_params_exits_before_any_work(tmp_path, module, args, untouched):
     raw = with_value("train.dropuot", 0.5, with_value("split.test", 1.5))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))

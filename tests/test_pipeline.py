@@ -59,7 +59,9 @@ def test_metrics_and_plots_are_declared(repo):
     text = json.dumps(shown)
     assert "metrics/test.json" in text and "balanced_accuracy" in text
     plots = json.loads(dvc(path, "plots", "show", "--json").stdout)["data"]
-    assert {"Loss per epoch", "Accuracy per epoch", "Test confusion matrix", "metrics/confusion_matrix.png"} <= set(plots)
+    assert {"Loss per epoch", "Accuracy per epoch", "Test confusion matrix", "metrics/confusion_matrix.png"} <= set(
+        plots
+    )
     assert not dvc(path, "plots", "show", "--json").stderr.strip().startswith("ERROR")
 
 

@@ -16,8 +16,11 @@ from packaging.utils import canonicalize_name
 
 from tools.scratch_repo import ROOT
 
-LOCKS = {"requirements.txt": "requirements.in", "requirements-dev.txt": "requirements-dev.in",
-         "requirements-gpu.txt": "requirements-gpu.in"}
+LOCKS = {
+    "requirements.txt": "requirements.in",
+    "requirements-dev.txt": "requirements-dev.in",
+    "requirements-gpu.txt": "requirements-gpu.in",
+}
 
 
 def requirement_lines(path: Path) -> list[str]:
@@ -73,8 +76,9 @@ def needed_distributions(names: list[str]) -> dict[str, str]:
         try:
             distribution = metadata.distribution(requirement.name)
         except metadata.PackageNotFoundError:
-            pytest.fail(f"{requirement.name} (needed by the pipeline) is not installed: "
-                        "pip install -r requirements-dev.txt")
+            pytest.fail(
+                f"{requirement.name} (needed by the pipeline) is not installed: pip install -r requirements-dev.txt"
+            )
         extras = requirement.extras or {""}
         needed[name] = distribution.version
         for line in distribution.requires or []:

@@ -34,8 +34,14 @@ def images(tmp_path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
-    return {p.relative_to(root).as_posix(): (p.is_dir(), p.stat().st_mtime_ns, hashlib.md5(p.read_bytes()).hexdigest()
-                                             if p.is_file() else None) for p in root.rglob("*")}
+    return {
+        p.relative_to(root).as_posix(): (
+            p.is_dir(),
+            p.stat().st_mtime_ns,
+            hashlib.md5(p.read_bytes()).hexdigest() if p.is_file() else None,
+        )
+        for p in root.rglob("*")
+    }
 
 
 def write_params(cwd: Path, **values) -> None:
@@ -65,7 +71,10 @@ def test_per_class_counts_follow_sklearn_ceil_rounding(images):
         assert counts == {"train": n - n_test - n_val, "val": n_val, "test": n_test}, label
     # Worked by hand: beaver (7) -> test ceil(1.4) = 2, val ceil(0.25 * 5) = 2, train 3 (floor would give 1, 1, 5).
     assert {part: int((frame.label == "beaver").sum()) for part, frame in parts.items()} == {
-        "train": 3, "val": 2, "test": 2}
+        "train": 3,
+        "val": 2,
+        "test": 2,
+    }
 
 
 def test_parts_are_disjoint_and_cover_every_image(images):
@@ -81,7 +90,7 @@ def test_manifests_columns_and_relative_paths(images, tmp_path, monkeypatch):
     for part, frame in read(split_dir).items():
         assert (split_dir / f"{part}.csv").read_text().splitlines()[0] == "path,label"
         assert list(frame.columns) == ["path", "label"]
-        for path, label in zip(frame.path, frame.label):
+        for path, label in zip(frame.path, frame.label, strict=True):
             assert not Path(path).is_absolute() and (images / path).is_file()
             assert path.split("/")[0] == label
         assert list(frame.itertuples(index=False)) == sorted(frame.itertuples(index=False), key=lambda r: (r[1], r[0]))
@@ -123,7 +132,11 @@ def test_class_too_small_is_an_error_naming_it(images, n):
 
 def test_three_images_are_enough_for_one_each(images):
     parts = split.split_images(split.list_images(images), 0.2, 0.2, 42)
-    assert {part: int((frame.label == "ant").sum()) for part, frame in parts.items()} == {"train": 1, "val": 1, "test": 1}
+    assert {part: int((frame.label == "ant").sum()) for part, frame in parts.items()} == {
+        "train": 1,
+        "val": 1,
+        "test": 1,
+    }
 
 
 def test_large_fractions_leave_a_class_without_training_images(images):
@@ -145,8 +158,14 @@ def test_cli_too_small_class_exits_non_zero(images, tmp_path):
     write_params(tmp_path)
     env = subprocess_env()
     env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-m", "stages.split", "data/images", "data/split"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.split", "data/images", "data/split"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "error: class 'tiny' has 1 images" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "split").exists()

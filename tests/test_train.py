@@ -31,7 +31,7 @@ def run_train(feature_cache, out, **overrides):
 def test_training_is_deterministic_and_logged(feature_cache, tmp_path):
     first = run_train(feature_cache, tmp_path / "a")
     second = run_train(feature_cache, tmp_path / "b")
-    for a, b in zip(first.get_weights(), second.get_weights()):
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
     live = tmp_path / "a" / "live"

@@ -58,7 +58,7 @@ def output(result) -> str:
 
 def status(repo: Path) -> dict:
     text = dvc(repo, "status", "--json").stdout.strip()
-    return json.loads(text[text.index("{"):])
+    return json.loads(text[text.index("{") :])
 
 
 def metrics_of(repo: Path) -> dict:
@@ -227,7 +227,7 @@ def test_queued_experiment_runs_in_the_background(runs, tmp_path):
         dvc(repo, "queue", "start")
         deadline = time.monotonic() + 420
         while True:
-            line = next((l for l in dvc(repo, "queue", "status").stdout.splitlines() if name in l), "")
+            line = next((row for row in dvc(repo, "queue", "status").stdout.splitlines() if name in row), "")
             if "Success" in line or "Failed" in line or time.monotonic() > deadline:
                 break
             time.sleep(3)

@@ -62,7 +62,7 @@ def _status(repo: Path) -> dict:
         return {f"dvc status failed (exit {result.returncode})": result.stderr.strip()[-2000:]}
     text = result.stdout.strip()
     try:
-        return json.loads(text[text.index("{"):]) if "{" in text else {"unparsed": text}
+        return json.loads(text[text.index("{") :]) if "{" in text else {"unparsed": text}
     except ValueError:
         return {"unparsed": text}
 
@@ -101,8 +101,15 @@ def reproduce(repo: Path, label: str = "run") -> RunReport:
         report.problems.append(f"{label}: a second dvc repro reran stage(s) {', '.join(again)}")
     after = lock.read_bytes() if lock.is_file() else b""
     if after != before:
-        diff = "".join(difflib.unified_diff(before.decode().splitlines(True), after.decode().splitlines(True),
-                                            "dvc.lock (after first repro)", "dvc.lock (after second repro)", n=1))
+        diff = "".join(
+            difflib.unified_diff(
+                before.decode().splitlines(True),
+                after.decode().splitlines(True),
+                "dvc.lock (after first repro)",
+                "dvc.lock (after second repro)",
+                n=1,
+            )
+        )
         report.problems.append(f"{label}: dvc.lock changed on a second dvc repro:\n{diff[:3000]}")
     status = _status(repo)
     if status:
@@ -116,8 +123,10 @@ def reproduce(repo: Path, label: str = "run") -> RunReport:
 def _renumber_shared_ids(node, seen: dict) -> object:
     """config.json with shared_object_id values (Python id()s) replaced by their order of appearance."""
     if isinstance(node, dict):
-        return {k: (seen.setdefault(v, len(seen)) if k == "shared_object_id" else _renumber_shared_ids(v, seen))
-                for k, v in node.items()}
+        return {
+            k: (seen.setdefault(v, len(seen)) if k == "shared_object_id" else _renumber_shared_ids(v, seen))
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_renumber_shared_ids(v, seen) for v in node]
     return node
@@ -135,9 +144,7 @@ def compare_keras(a: Path, b: Path) -> str | None:
                 if left == right:
                     continue
                 if name == "metadata.json":
-                    left, right = (
-                        {k: v for k, v in json.loads(x).items() if k != "date_saved"} for x in (left, right)
-                    )
+                    left, right = ({k: v for k, v in json.loads(x).items() if k != "date_saved"} for x in (left, right))
                 elif name == "config.json":
                     left, right = (_renumber_shared_ids(json.loads(x), {}) for x in (left, right))
                 if left != right:
@@ -268,23 +275,33 @@ def check(workdir: Path, classes: int = 4, per_class: int = 15, image_px: int = 
     files = output_files(reports[0].repo, declared_outputs(reports[0].repo))
     metrics = json.loads((reports[0].repo / "metrics" / "test.json").read_text())
     keras = [f for f in files if _is_keras(f)]
-    summary = "\n".join([
-        f"  runs: {len(reports[0].stages)} stages each, {reports[0].seconds:.0f} s and {reports[1].seconds:.0f} s; "
-        "a second dvc repro ran nothing and left dvc.lock unchanged; dvc status clean",
-        f"  identical: {len(files) - len(keras)} output files byte for byte ({_summary(reports[0].repo, files)}), "
-        f"{len(keras)} .keras models by content, dvc.lock",
-        f"  metrics/test.json: " + ", ".join(f"{k} {v}" for k, v in metrics.items()),
-    ])
+    summary = "\n".join(
+        [
+            f"  runs: {len(reports[0].stages)} stages each, {reports[0].seconds:.0f} s and {reports[1].seconds:.0f} s; "
+            "a second dvc repro ran nothing and left dvc.lock unchanged; dvc status clean",
+            f"  identical: {len(files) - len(keras)} output files byte for byte ({_summary(reports[0].repo, files)}), "
+            f"{len(keras)} .keras models by content, dvc.lock",
+            "  metrics/test.json: " + ", ".join(f"{k} {v}" for k, v in metrics.items()),
+        ]
+    )
     return problems, summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, help="where to build the archive and the two repositories "
-                        "(default: a new temporary folder, deleted on success)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where to build the archive and the two repositories "
+        "(default: a new temporary folder, deleted on success)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working folder even on success")
-    parser.add_argument("--gpu", action="store_true", help="let the stages use a GPU if there is one (by default "
-                        "the check hides GPUs: GPU runs use mixed precision and XLA and need not be bit-identical)")
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="let the stages use a GPU if there is one (by default "
+        "the check hides GPUs: GPU runs use mixed precision and XLA and need not be bit-identical)",
+    )
     args = parser.parse_args(argv)
     if not args.gpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"  # read by the stages through scratch_repo.subprocess_env()

@@ -105,8 +105,14 @@ def make_corpus(folder: Path) -> list[Sample]:
     samples.append(Sample("multi_picture.jpg", rgb, 4.0))  # the first picture, as viewers show
     # Orientation 6: the camera stored the picture turned 90 degrees anticlockwise; viewers turn it back.
     stored = np.rot90(rgb, k=1)
-    save("exif_rotated.jpg", Image.fromarray(np.ascontiguousarray(stored)), rgb, 4.0, quality=95,
-         exif=_exif_orientation(6))
+    save(
+        "exif_rotated.jpg",
+        Image.fromarray(np.ascontiguousarray(stored)),
+        rgb,
+        4.0,
+        quality=95,
+        exif=_exif_orientation(6),
+    )
 
     # PNG: palette, RGBA and LA (alpha dropped, as convert("RGB") does), 16-bit grayscale.
     palette = _palette_picture(16)

@@ -41,10 +41,14 @@ from PIL import Image
 ACCENTED = ["café", "Ärger", "日本", "naïve", "Ωmega", "smörgås"]
 WINDOWS_NAMES = ["café", "Ärger", "naïve", "Über"]  # all in cp437, the code page old Windows tools write
 # The AppleDouble header of a macOS resource fork (._name): magic 00 05 16 07, version 2, two entries.
-APPLEDOUBLE = (b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        " + b"\x00\x02"
-               + b"\x00\x00\x00\x09\x00\x00\x00\x32\x00\x00\x00\x20"   # Finder info at 0x32, 32 bytes
-               + b"\x00\x00\x00\x02\x00\x00\x00\x52\x00\x00\x00\x00"   # resource fork at 0x52, empty
-               + bytes(32))
+APPLEDOUBLE = (
+    b"\x00\x05\x16\x07\x00\x02\x00\x00"
+    + b"Mac OS X        "
+    + b"\x00\x02"
+    + b"\x00\x00\x00\x09\x00\x00\x00\x32\x00\x00\x00\x20"  # Finder info at 0x32, 32 bytes
+    + b"\x00\x00\x00\x02\x00\x00\x00\x52\x00\x00\x00\x00"  # resource fork at 0x52, empty
+    + bytes(32)
+)
 OFFICIAL_LISTING = [
     "caltech-101/101_ObjectCategories.tar.gz",
     "caltech-101/Annotations.tar",
@@ -54,8 +58,26 @@ OFFICIAL_LISTING = [
     "__MACOSX/caltech-101/._Annotations.tar",
     "__MACOSX/caltech-101/._show_annotation.m",
 ]
-NAMES = ["accordion", "airplanes", "anchor", "ant", "barrel", "bass", "beaver", "binocular", "bonsai", "brain",
-         "brontosaurus", "buddha", "butterfly", "camera", "cannon", "car_side", "ceiling_fan", "cellphone"]
+NAMES = [
+    "accordion",
+    "airplanes",
+    "anchor",
+    "ant",
+    "barrel",
+    "bass",
+    "beaver",
+    "binocular",
+    "bonsai",
+    "brain",
+    "brontosaurus",
+    "buddha",
+    "butterfly",
+    "camera",
+    "cannon",
+    "car_side",
+    "ceiling_fan",
+    "cellphone",
+]
 
 
 def class_names(n: int) -> list[str]:
@@ -73,8 +95,16 @@ def make_image(class_index: int, n_classes: int, size: int, rng: np.random.Gener
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def make_image_folders(root: Path, n_classes: int, per_class: int, size: int, seed: int = 0,
-                       image_format: str = "JPEG", extras: bool = True, names: list[str] | None = None) -> dict:
+def make_image_folders(
+    root: Path,
+    n_classes: int,
+    per_class: int,
+    size: int,
+    seed: int = 0,
+    image_format: str = "JPEG",
+    extras: bool = True,
+    names: list[str] | None = None,
+) -> dict:
     """Write root/<class>/image_NNNN.<ext>; return what a correct extract stage keeps and leaves out."""
     rng = np.random.default_rng(seed)
     suffix = ".jpg" if image_format == "JPEG" else ".png"
@@ -166,11 +196,28 @@ def write_zip(path: Path, entries: list[ZipEntry]) -> Path:
         else:
             external = 0x10 if entry.is_dir else 0x20
         offset = len(body)
-        fields = struct.pack("<HHHHHIIIHH", version, flags, method, dos_time, dos_date, crc, len(stored),
-                             len(entry.data), len(entry.name), len(entry.extra))
+        fields = struct.pack(
+            "<HHHHHIIIHH",
+            version,
+            flags,
+            method,
+            dos_time,
+            dos_date,
+            crc,
+            len(stored),
+            len(entry.data),
+            len(entry.name),
+            len(entry.extra),
+        )
         body += b"PK\x03\x04" + fields + entry.name + entry.extra + stored
-        directory += (b"PK\x01\x02" + struct.pack("<BB", 30 if entry.system == 3 else 20, entry.system) + fields
-                      + struct.pack("<HHHII", 0, 0, 0, external, offset) + entry.name + entry.extra)
+        directory += (
+            b"PK\x01\x02"
+            + struct.pack("<BB", 30 if entry.system == 3 else 20, entry.system)
+            + fields
+            + struct.pack("<HHHII", 0, 0, 0, external, offset)
+            + entry.name
+            + entry.extra
+        )
     end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory), len(body), 0)
     Path(path).write_bytes(bytes(body + directory + end))
     return Path(path)
@@ -190,7 +237,9 @@ def _with_folders(files: dict[str, bytes]) -> list[tuple[str, bytes | None]]:
     return listed
 
 
-INFOZIP_EXTRA = bytes.fromhex("5554050003") + struct.pack("<I", 1270729800) + bytes.fromhex("75780b000104e803000004e8030000")
+INFOZIP_EXTRA = (
+    bytes.fromhex("5554050003") + struct.pack("<I", 1270729800) + bytes.fromhex("75780b000104e803000004e8030000")
+)
 
 
 def zip_entries(files: dict[str, bytes], style: str, password: bytes | None = None) -> list[ZipEntry]:
@@ -201,15 +250,32 @@ def zip_entries(files: dict[str, bytes], style: str, password: bytes | None = No
     for name, data in _with_folders(files):
         is_dir = data is None
         if style == "infozip":
-            entries.append(ZipEntry(name.encode() + (b"/" if is_dir else b""), data or b"", is_dir,
-                                    extra=INFOZIP_EXTRA, password=None if is_dir else password))
+            entries.append(
+                ZipEntry(
+                    name.encode() + (b"/" if is_dir else b""),
+                    data or b"",
+                    is_dir,
+                    extra=INFOZIP_EXTRA,
+                    password=None if is_dir else password,
+                )
+            )
         elif style == "windows":
-            entries.append(ZipEntry(name.replace("/", "\\").encode("cp437") + (b"\\" if is_dir else b""), data or b"",
-                                    is_dir, system=0, password=None if is_dir else password))
+            entries.append(
+                ZipEntry(
+                    name.replace("/", "\\").encode("cp437") + (b"\\" if is_dir else b""),
+                    data or b"",
+                    is_dir,
+                    system=0,
+                    password=None if is_dir else password,
+                )
+            )
         elif style == "macos":
             nfd = unicodedata.normalize("NFD", name)
-            entries.append(ZipEntry(nfd.encode() + (b"/" if is_dir else b""), data or b"", is_dir,
-                                    password=None if is_dir else password))
+            entries.append(
+                ZipEntry(
+                    nfd.encode() + (b"/" if is_dir else b""), data or b"", is_dir, password=None if is_dir else password
+                )
+            )
         elif style == "python":
             raw = name.encode() + (b"/" if is_dir else b"")
             entries.append(ZipEntry(raw, data or b"", is_dir, flags=0 if raw.isascii() else 0x800, password=password))
@@ -255,8 +321,15 @@ def _pack(source: Path, archive: Path, arcroot: str = "") -> None:
             for path in files:
                 zf.write(path, arcname(path))
     else:
-        mode = ("w:gz" if archive.name.endswith((".tar.gz", ".tgz")) else "w:bz2" if archive.name.endswith(".tar.bz2")
-                else "w:xz" if archive.name.endswith(".tar.xz") else "w")
+        mode = (
+            "w:gz"
+            if archive.name.endswith((".tar.gz", ".tgz"))
+            else "w:bz2"
+            if archive.name.endswith(".tar.bz2")
+            else "w:xz"
+            if archive.name.endswith(".tar.xz")
+            else "w"
+        )
         with tarfile.open(archive, mode) as tar:
             for path in files:
                 tar.add(path, arcname(path))
@@ -265,8 +338,9 @@ def _pack(source: Path, archive: Path, arcroot: str = "") -> None:
 def _official_zip(images: Path, scratch: Path, archive: Path, class_names_: list[str]) -> None:
     """The real caltech-101.zip's seven entries, in its order (REFERENCE.md), as macOS's zip wrote them."""
     inner = tar_bytes(_read_tree(images, "101_ObjectCategories"), "w:gz")
-    annotations = tar_bytes({f"Annotations/{name}/annotation_0001.mat": b"MATLAB 5.0 MAT-file" + bytes(64)
-                             for name in class_names_})
+    annotations = tar_bytes(
+        {f"Annotations/{name}/annotation_0001.mat": b"MATLAB 5.0 MAT-file" + bytes(64) for name in class_names_}
+    )
     script = b"function show_annotation(imgfile, annotation_file)\n% draws the annotation over the image\n"
     contents = {
         "caltech-101/101_ObjectCategories.tar.gz": inner,
@@ -277,8 +351,17 @@ def _official_zip(images: Path, scratch: Path, archive: Path, class_names_: list
     write_zip(archive, entries)
 
 
-def make_archive(archive: Path, layout: str = "legacy", n_classes: int = 5, per_class: int = 30, size: int = 64,
-                 seed: int = 0, image_format: str = "JPEG", extras: bool = True, root: str = "") -> dict:
+def make_archive(
+    archive: Path,
+    layout: str = "legacy",
+    n_classes: int = 5,
+    per_class: int = 30,
+    size: int = 64,
+    seed: int = 0,
+    image_format: str = "JPEG",
+    extras: bool = True,
+    root: str = "",
+) -> dict:
     """Build an archive in one of the layouts; return the expected extract result (see make_image_folders).
 
     For the accented layouts (infozip, windows, macos, latin1) the expected class names are NFC."""
@@ -297,8 +380,10 @@ def make_archive(archive: Path, layout: str = "legacy", n_classes: int = 5, per_
         elif layout == "official":
             _official_zip(images, Path(scratch), archive, list(expected["images_per_class"]))
         elif layout == "flowers":
-            files = {"flower_photos/LICENSE.txt": b"All images in this archive are licensed under CC-BY.\n",
-                     **_read_tree(images, "flower_photos")}
+            files = {
+                "flower_photos/LICENSE.txt": b"All images in this archive are licensed under CC-BY.\n",
+                **_read_tree(images, "flower_photos"),
+            }
             archive.write_bytes(tar_bytes(files, "w:gz"))
             expected["skipped"] = sorted(expected["skipped"] + ["LICENSE.txt"])
         elif layout in ("infozip", "windows", "macos"):
@@ -325,8 +410,17 @@ def main() -> None:
     parser.add_argument("--format", choices=["JPEG", "PNG"], default="JPEG")
     parser.add_argument("--no-extras", action="store_true", help="only clean images, no decoys")
     args = parser.parse_args()
-    make_archive(args.archive, args.layout, args.classes, args.per_class, args.size, args.seed, args.format,
-                 not args.no_extras, args.root)
+    make_archive(
+        args.archive,
+        args.layout,
+        args.classes,
+        args.per_class,
+        args.size,
+        args.seed,
+        args.format,
+        not args.no_extras,
+        args.root,
+    )
     print(args.archive)
 
 
