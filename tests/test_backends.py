@@ -71,3 +71,19 @@ def test_tensorflow_and_jax_agree_and_each_is_byte_identical_between_runs(worksp
         # Same weights, same pixels: equal up to float32 rounding in a different order of operations.
         np.testing.assert_allclose(jax_rows, tf_rows, rtol=1e-4, atol=1e-4 * np.abs(tf_rows).max())
         assert np.abs(tf_rows).max() > 1  # real activations, not zeros
+
+
+@pytest.mark.e2e
+def test_a_backend_that_is_not_installed_is_a_clear_error():
+    # torch hidden from the import system, as on a machine without it.
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from stages import backend\n"
+        "from stages.common import run\n"
+        "run(lambda: backend.use('torch'))\n"
+    )
+    env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: the torch backend is not installed")
+    assert "features.backend: tensorflow" in result.stderr and "Traceback" not in result.stderr
