@@ -82,24 +82,13 @@ def check_weights_file(path: str, name: str) -> None:
         raise _weights_error(path, name, problem) from None
 
 
-def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Model:
-    """Preprocessing plus the frozen backbone with global average pooling: images in, pooled features out.
-
-    The images are RGB with values 0-255, of any dtype (uint8 travels to a GPU four times faster).
-    """
+def _load_backbone(name: str, weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
+    """keras.applications' backbone with global average pooling, its weights loaded, every failure naming
+    features.weights."""
     spec = BACKBONES[name]
-    if weights not in (None, "imagenet"):
-        check_weights_file(weights, name)
-    # Keras' PyTorch convolutions transpose channels-last tensors around every layer; channels-first (the same
-    # weights, the same features) skips that. The model still takes channels-last images.
-    channels_first = keras.config.backend() == "torch"
-    input_shape = (3, image_size, image_size) if channels_first else (image_size, image_size, 3)
-    keras.utils.set_random_seed(RANDOM_INIT_SEED)
-    layout = keras.config.image_data_format()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            keras.config.set_image_data_format("channels_first" if channels_first else "channels_last")
             base = getattr(keras.applications, spec.constructor)(
                 include_top=False, weights=weights, input_shape=input_shape, pooling="avg"
             )
@@ -115,18 +104,37 @@ def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Mo
     except Exception as error:  # Keras raises a dozen types here; none names our param
         if weights is None:
             raise
+        first_line = str(error).strip().splitlines()[0][:200]
         if weights == "imagenet":
             raise StageError(
-                f"could not get the ImageNet weights of {spec.constructor} ({str(error).splitlines()[0][:200]}); "
-                "offline, copy the weights file into ~/.keras/models/ or set features.weights to its path"
+                f"could not get the ImageNet weights of {spec.constructor} ({first_line}); offline, copy the "
+                "weights file into ~/.keras/models/ or set features.weights to its path"
             ) from None
-        first_line = str(error).strip().splitlines()[0][:200]
         raise _weights_error(weights, name, f"does not fit the {name} backbone ({first_line})") from None
+    return base
+
+
+def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Model:
+    """Preprocessing plus the frozen backbone with global average pooling: images in, pooled features out.
+
+    The images are RGB with values 0-255, of any dtype (uint8 travels to a GPU four times faster).
+    """
+    if weights not in (None, "imagenet"):
+        check_weights_file(weights, name)
+    # Keras' PyTorch convolutions transpose channels-last tensors around every layer; channels-first (the same
+    # weights, the same features) skips that. The model still takes channels-last images.
+    channels_first = keras.config.backend() == "torch"
+    keras.utils.set_random_seed(RANDOM_INIT_SEED)
+    layout = keras.config.image_data_format()
+    try:
+        keras.config.set_image_data_format("channels_first" if channels_first else "channels_last")
+        shape = (3, image_size, image_size) if channels_first else (image_size, image_size, 3)
+        base = _load_backbone(name, weights, shape)
     finally:
         keras.config.set_image_data_format(layout)
     base.trainable = False
     images = keras.Input((image_size, image_size, 3), name="images")
-    pixels = Preprocess(spec.preprocess)(images)
+    pixels = Preprocess(BACKBONES[name].preprocess)(images)
     if channels_first:
         pixels = keras.layers.Permute((3, 1, 2))(pixels)
     features = base(pixels, training=False)
