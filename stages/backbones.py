@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import ops
 
 from stages.common import StageError
@@ -114,6 +115,19 @@ def _load_backbone(name: str, weights: str | None, input_shape: tuple[int, int, 
     return base
 
 
+def _same_random_init_everywhere(model: keras.Model) -> None:
+    """Each backend's random generator draws different numbers from the same seed, so redraw every kernel from
+    NumPy (Glorot-uniform, Keras' default); biases, norms and scales keep their constant initial values. A
+    random-init backbone (features.weights: null, for tests) then gives the same features on every backend."""
+    rng = np.random.default_rng(RANDOM_INIT_SEED)
+    for variable in model.weights:
+        if variable.name == "kernel":
+            shape = tuple(variable.shape)
+            receptive_field = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            limit = np.sqrt(6 / ((shape[-2] + shape[-1]) * receptive_field))
+            variable.assign(rng.uniform(-limit, limit, shape).astype(variable.dtype))
+
+
 def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Model:
     """Preprocessing plus the frozen backbone with global average pooling: images in, pooled features out.
 
@@ -132,6 +146,8 @@ def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Mo
         base = _load_backbone(name, weights, shape)
     finally:
         keras.config.set_image_data_format(layout)
+    if weights is None:
+        _same_random_init_everywhere(base)
     base.trainable = False
     images = keras.Input((image_size, image_size, 3), name="images")
     pixels = Preprocess(BACKBONES[name].preprocess)(images)

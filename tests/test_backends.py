@@ -38,12 +38,12 @@ def workspace(tmp_path_factory):
     return root
 
 
-def run_features(workspace, name: str, run: str):
+def run_features(workspace, name: str, run: str, weights: str | None = "resnet50.weights.h5"):
     """The features stage as DVC runs it, in its own process, with features.backend = name."""
     folder = workspace / f"{name}-{run}"
     folder.mkdir()
     params = small_params("unused.zip", None)
-    params["features"].update(backend=name, weights=str(workspace / "resnet50.weights.h5"), batch_size=5)
+    params["features"].update(backend=name, weights=weights and str(workspace / weights), batch_size=5)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
@@ -71,6 +71,18 @@ def test_tensorflow_and_jax_agree_and_each_is_byte_identical_between_runs(worksp
         # Same weights, same pixels: equal up to float32 rounding in a different order of operations.
         np.testing.assert_allclose(jax_rows, tf_rows, rtol=1e-4, atol=1e-4 * np.abs(tf_rows).max())
         assert np.abs(tf_rows).max() > 1  # real activations, not zeros
+
+
+@pytest.mark.e2e
+def test_a_random_init_backbone_is_the_same_on_tensorflow_and_jax(workspace):
+    """features.weights: null draws the backbone's kernels from NumPy, not from the backend's own generator."""
+    for name in ("tensorflow", "jax"):
+        run_features(workspace, name, "random", weights=None)
+    for part in PARTS:
+        tf_rows = np.load(workspace / "tensorflow-random" / "features" / part / "features.npy")
+        jax_rows = np.load(workspace / "jax-random" / "features" / part / "features.npy")
+        np.testing.assert_allclose(jax_rows, tf_rows, rtol=1e-4, atol=1e-4 * np.abs(tf_rows).max())
+        assert np.abs(tf_rows).max() > 1 and len(np.unique(tf_rows.round(3), axis=0)) == len(tf_rows)
 
 
 @pytest.mark.e2e
