@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import time
 from collections import deque
@@ -64,13 +65,23 @@ def _decode_into(slot: int, start: int, paths: list[str]) -> None:
             ) from None
 
 
+SHM = "/dev/shm"  # where Linux keeps shared memory; Docker gives a container 64 MiB there unless told otherwise
+
+
+def _shared_memory_free() -> int:
+    try:
+        return shutil.disk_usage(SHM).free
+    except OSError:  # no /dev/shm (macOS, Windows): shared memory is ordinary memory there
+        return 2**62
+
+
 class ImageDecoder:
     """Worker processes that decode and resize images (stages/images.py) into batches in shared memory, a few
     batches ahead of the model. Processes, not threads: Pillow holds the GIL for much of each small image, so
     threads stop scaling at about two cores.
 
         with ImageDecoder(image_size, batch_size) as decoder:
-            for batch in decoder.batches(paths): ...   # uint8 (n, size, size, 3), valid until the next batch
+            for batch in decoder.batches(paths): ...   # uint8 (n, size, size, 3)
     """
 
     def __init__(self, image_size: int, batch_size: int, workers: int | None = None):
@@ -80,7 +91,15 @@ class ImageDecoder:
 
         self.workers = workers or min(32, os.cpu_count() or 1)
         self.batch_size = batch_size
-        self.n_slots = self.workers + 3  # batches decoding, two held by the caller (one in the model), one spare
+        # Batches decoding, two held by the caller (one in the model), one spare; as many as /dev/shm holds.
+        batch_bytes = batch_size * image_size * image_size * 3
+        self.n_slots = min(self.workers + 3, max(3, _shared_memory_free() // 2 // batch_bytes))
+        if self.n_slots * batch_bytes > _shared_memory_free():
+            raise StageError(
+                f"shared memory ({SHM}) has {_shared_memory_free() / 2**20:.0f} MiB free, too little for 3 batches "
+                f"of {batch_bytes / 2**20:.0f} MiB; lower features.batch_size, or give the container more (Docker: "
+                "--shm-size=2g)"
+            )
         shape = (self.n_slots, batch_size, image_size, image_size, 3)
         self.memory = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)))
         self.slots = np.ndarray(shape, np.uint8, buffer=self.memory.buf)

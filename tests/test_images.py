@@ -139,3 +139,21 @@ def test_the_extract_stage_keeps_every_file_the_decoder_reads(corpus, tmp_path):
     report = extract(archive, tmp_path / "images", tmp_path / "data.json", exclude=())
     assert report["images_per_class"] == {"first": len(samples), "second": len(samples)}
     assert report["skipped_files"] == []
+
+
+def test_the_decoder_fits_its_buffers_in_the_shared_memory_there_is(monkeypatch, corpus):
+    from stages import features
+    from stages.common import StageError
+
+    folder, samples = corpus
+    batch_bytes = 4 * 32 * 32 * 3
+    monkeypatch.setattr(features, "_shared_memory_free", lambda: 7 * batch_bytes)  # e.g. Docker's 64 MiB
+    with ImageDecoder(32, batch_size=4, workers=8) as decoder:
+        assert decoder.n_slots == 3  # not workers + 3
+        paths = [str(folder / sample.name) for sample in samples]
+        np.testing.assert_array_equal(
+            np.concatenate([b.copy() for b in decoder.batches(paths)])[5], pillow_pixels(paths[5], 32)
+        )
+    monkeypatch.setattr(features, "_shared_memory_free", lambda: 2 * batch_bytes)
+    with pytest.raises(StageError, match=r"shared memory \(/dev/shm\) has 0 MiB free.*features.batch_size"):
+        ImageDecoder(32, batch_size=4, workers=2)
