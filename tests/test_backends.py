@@ -1,15 +1,12 @@
 """features.backend: the same weights file gives the same features on TensorFlow and JAX, each repeatable."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-import yaml
 
 from stages import backend
 from stages.common import StageError
-from tools.scratch_repo import ROOT, small_params, subprocess_env
+from tests.helpers import run_stage
+from tools.scratch_repo import small_params
 from tools.synthetic import make_image_folders
 
 PARTS = ("train", "val", "test")
@@ -44,16 +41,7 @@ def run_features(workspace, name: str, run: str):
     folder.mkdir()
     params = small_params("unused.zip", None)
     params["features"].update(backend=name, weights=str(workspace / "resnet50.weights.h5"), batch_size=5)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.features", str(workspace / "images"), str(workspace / "split"), "features"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_stage("features", workspace / "images", workspace / "split", "features", cwd=folder, params=params)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"on CPU ({name})" in result.stdout
     return {part: (folder / "features" / part / "features.npy").read_bytes() for part in PARTS}
