@@ -1,38 +1,16 @@
-"""Shared fixtures: generated archives, a local HTTP server, and throwaway DVC repositories."""
+"""Shared fixtures: generated archives, a local HTTP server, and features cached once per session.
+
+Helpers the tests call (running dvc or a stage, the small configurations) are in tests/helpers.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import SMALL_FEATURES
 from tests.http_server import FileServer
-from tools import scratch_repo
-from tools.scratch_repo import ROOT, md5_of, subprocess_env, write_params  # noqa: F401  (used by test modules)
-from tools.scratch_repo import small_params as pipeline_params  # noqa: F401
 from tools.synthetic import make_archive
-
-
-def sh(cwd: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run a command in cwd, capturing output; on an unexpected status, fail showing its output."""
-    try:
-        return scratch_repo.run(cwd, *args, check=check, timeout=timeout)
-    except scratch_repo.CommandFailed as error:
-        pytest.fail(str(error))
-
-
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh(repo, sys.executable, "-m", "dvc", *args, check=check)
-
-
-def make_repo(path: Path, params: dict) -> Path:
-    """A fresh git + DVC repository holding the project's pipeline and the given params, committed."""
-    try:
-        return scratch_repo.make_repo(path, params)
-    except scratch_repo.CommandFailed as error:
-        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
@@ -56,12 +34,6 @@ def archives(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
 def server():
     with FileServer() as running:
         yield running
-
-
-SMALL_FEATURES = dict(backbone="resnet50", backend="tensorflow", weights=None, image_size=32, batch_size=8)
-SMALL_TRAIN = dict(
-    head="dense", epochs=8, batch_size=16, learning_rate=0.001, hidden_units=64, dropout=0.5, logistic_c=1.0, seed=7
-)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 
 from stages import backend
 from stages.common import StageError
+from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, run_stage
 from tools.scratch_repo import ROOT, small_params, subprocess_env
 from tools.synthetic import make_image_folders
 
@@ -44,16 +44,7 @@ def run_features(workspace, name: str, run: str, weights: str | None = "resnet50
     folder.mkdir()
     params = small_params("unused.zip", None)
     params["features"].update(backend=name, weights=weights and str(workspace / weights), batch_size=5)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.features", str(workspace / "images"), str(workspace / "split"), "features"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_stage("features", workspace / "images", workspace / "split", "features", cwd=folder, params=params)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"on CPU ({name})" in result.stdout
     return {part: (folder / "features" / part / "features.npy").read_bytes() for part in PARTS}
@@ -117,7 +108,6 @@ def test_the_exported_classifier_loads_and_agrees_on_jax(feature_cache, tmp_path
     from stages.params import FeaturesParams, TrainParams
     from stages.predict import load_classifier
     from stages.train import train
-    from tests.conftest import SMALL_FEATURES, SMALL_TRAIN
 
     train(feature_cache["features"], tmp_path / "head.keras", tmp_path / "live", TrainParams(**SMALL_TRAIN))
     export(

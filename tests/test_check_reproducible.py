@@ -228,7 +228,7 @@ def test_copy_pipeline_snapshot_has_the_project_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- reproduce(), for real
-# A one-stage pipeline without TensorFlow, so real `dvc repro` runs take seconds.
+# A one-stage pipeline without TensorFlow, so real `dvc repro` runs take seconds (still e2e: dvc in a repository).
 
 GENERATORS = {
     "steady": "open('out.txt', 'w').write('same every time\\n')",
@@ -250,6 +250,7 @@ def tiny_repo(root: Path, kind: str, always_changed: bool = False) -> Path:
     return scratch_repo.make_repo(root, {"seed": 1}, source=source)
 
 
+@pytest.mark.e2e
 def test_reproduce_and_compare_pass_a_deterministic_pipeline(tmp_path):
     a, b = tiny_repo(tmp_path / "a", "steady"), tiny_repo(tmp_path / "b", "steady")
     reports = [cr.reproduce(a, "run 1"), cr.reproduce(b, "run 2")]
@@ -257,6 +258,7 @@ def test_reproduce_and_compare_pass_a_deterministic_pipeline(tmp_path):
     assert cr.compare_runs(a, b) == []
 
 
+@pytest.mark.e2e
 def test_compare_names_the_output_of_a_nondeterministic_stage(tmp_path):
     a, b = tiny_repo(tmp_path / "a", "random"), tiny_repo(tmp_path / "b", "random")
     assert cr.reproduce(a).problems == [] and cr.reproduce(b).problems == []
@@ -265,6 +267,7 @@ def test_compare_names_the_output_of_a_nondeterministic_stage(tmp_path):
     assert len(problems) == 2 and problems[1].startswith("dvc.lock differs between the runs")
 
 
+@pytest.mark.e2e
 def test_reproduce_reports_a_stage_that_runs_again(tmp_path):
     report = cr.reproduce(tiny_repo(tmp_path / "a", "steady", always_changed=True), "run 1")
     assert report.stages == ["make"]

@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import yaml
 
 from stages import download
 from stages.common import StageError
-from tests.conftest import ROOT, md5_of, subprocess_env
+from tests.helpers import run_stage, stage_command
+from tools.scratch_repo import ROOT, md5_of, write_params
 
 # Starts like a zip, as the stage checks before it keeps a file; the rest is random, so it never compresses.
 BODY = b"PK\x03\x04" + random.Random(0).randbytes(300_000)
@@ -208,52 +208,45 @@ def test_local_path_missing_or_wrong(tmp_path, paths):
 # --- the stage's command line -------------------------------------------------------------------
 
 
-def stage_dir(tmp_path: Path, url: str, md5: str | None) -> Path:
+def stage_params(url: str, md5: str | None) -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"].update(url=url, md5=md5)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    return tmp_path
+    return raw
 
 
-def stage_command(*args: str) -> tuple[list[str], dict]:
-    env = subprocess_env()
-    env["PYTHONPATH"] = str(ROOT)
-    return [sys.executable, "-m", "stages.download", "data/raw", *args], env
-
-
-def run_stage(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    command, env = stage_command(*args)
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-
-
+@pytest.mark.e2e
 def test_cli_failure_exits_non_zero_with_message_and_no_file(server, tmp_path):
     url = server.add("/cli/archive.zip", BODY, status=500)
-    cwd = stage_dir(tmp_path, url, MD5)
+    cwd = tmp_path
     (cwd / "data" / "raw").mkdir(parents=True)
     (cwd / "data" / "raw" / "older.zip").write_bytes(b"from another data.url")
-    result = run_stage(cwd, "--retries", "1", "--timeout", "1")
+    params = stage_params(url, MD5)
+    result = run_stage("download", "data/raw", "--retries", "1", "--timeout", "1", cwd=cwd, params=params)
     assert result.returncode == 1
     assert f"error: could not download {url} after 2 attempts: HTTP 500" in result.stderr
     assert "Traceback" not in result.stderr
     assert list((cwd / "data" / "raw").iterdir()) == []
 
 
+@pytest.mark.e2e
 def test_cli_success(server, tmp_path):
     url = server.add("/cli-ok/caltech-101.zip", BODY)
-    cwd = stage_dir(tmp_path, url + "?download=1", MD5)
-    result = run_stage(cwd, "--retries", "0")
+    cwd = tmp_path
+    result = run_stage("download", "data/raw", "--retries", "0", cwd=cwd, params=stage_params(url + "?download=1", MD5))
     assert result.returncode == 0, result.stderr
     assert [p.name for p in (cwd / "data" / "raw").iterdir()] == ["caltech-101.zip"]
     assert md5_of(cwd / "data" / "raw" / "caltech-101.zip") == MD5
 
 
+@pytest.mark.e2e
 def test_ctrl_c_keeps_partial_and_next_run_resumes(server, tmp_path):
     body = b"PK\x03\x04" + random.Random(2).randbytes(2_000_000)
     url = server.add("/slow/archive.zip", body, bytes_per_second=250_000)
     route = server.routes["/slow/archive.zip"]
-    cwd = stage_dir(tmp_path, url, hashlib.md5(body).hexdigest())
+    cwd = tmp_path
+    write_params(cwd, stage_params(url, hashlib.md5(body).hexdigest()))
     partial_dir = cwd / "data" / ".partial"
-    command, env = stage_command("--timeout", "5", "--retries", "0")
+    command, env = stage_command("download", "data/raw", "--timeout", "5", "--retries", "0")
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -274,7 +267,7 @@ def test_ctrl_c_keeps_partial_and_next_run_resumes(server, tmp_path):
     assert list((cwd / "data" / "raw").iterdir()) == []  # nothing at the final path
 
     route.bytes_per_second = None
-    result = run_stage(cwd, "--timeout", "5", "--retries", "0")
+    result = run_stage("download", "data/raw", "--timeout", "5", "--retries", "0", cwd=cwd)
     assert result.returncode == 0, result.stderr
     assert ranges(server, "/slow/archive.zip") == [None, f"bytes={kept}-"]
     assert md5_of(cwd / "data" / "raw" / "archive.zip") == hashlib.md5(body).hexdigest()

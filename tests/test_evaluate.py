@@ -11,7 +11,7 @@ from stages.common import StageError
 from stages.evaluate import evaluate, score
 from stages.params import TrainParams
 from stages.train import train
-from tests.conftest import SMALL_TRAIN
+from tests.helpers import SMALL_TRAIN
 
 METRIC_KEYS = {"accuracy", "loss", "top5_accuracy", "balanced_accuracy", "macro_f1", "n_test"}
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 import unicodedata
 import zipfile
@@ -19,8 +17,9 @@ from PIL import Image
 
 from stages import extract
 from stages.common import StageError
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers import run_stage
 from tools import synthetic
+from tools.scratch_repo import ROOT
 from tools.synthetic import make_image
 
 EXCLUDE = ("BACKGROUND_Google",)
@@ -354,49 +353,43 @@ def test_hidden_files_are_ignored(out, tmp_path):
 # --- the stage's command line -------------------------------------------------------------------
 
 
-def run_stage(cwd: Path, exclude: list[str]) -> subprocess.CompletedProcess:
+def run_extract_stage(cwd: Path, exclude: list[str]):
+    """`python -m stages.extract data/raw data/images metrics/data.json` in cwd with data.exclude set."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["exclude"] = exclude
-    (cwd / "params.yaml").write_text(yaml.safe_dump(raw))
-    env = subprocess_env()
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "stages.extract", "data/raw", "data/images", "metrics/data.json"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_stage("extract", "data/raw", "data/images", "metrics/data.json", cwd=cwd, params=raw)
 
 
+@pytest.mark.e2e
 def test_cli_extracts_the_one_archive_in_raw(archives, tmp_path):
     archive, expected = archives["official"]
     (tmp_path / "data" / "raw").mkdir(parents=True)
     (tmp_path / "data" / "raw" / archive.name).symlink_to(archive)
-    result = run_stage(tmp_path, ["BACKGROUND_Google"])
+    result = run_extract_stage(tmp_path, ["BACKGROUND_Google"])
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "metrics" / "data.json").read_text())
     assert report["images_per_class"] == expected["images_per_class"]
     assert report["excluded"] == ["BACKGROUND_Google"]
 
 
+@pytest.mark.e2e
 def test_cli_bad_archive_exits_non_zero_with_message(tmp_path):
     (tmp_path / "data" / "raw").mkdir(parents=True)
     make_tar(tmp_path / "data" / "raw" / "evil.tar", good_classes(), symlinks={"class_0/x.jpg": "/etc/passwd"})
-    result = run_stage(tmp_path, [])
+    result = run_extract_stage(tmp_path, [])
     assert result.returncode == 1
     assert "error:" in result.stderr and "refusing an unsafe entry" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "images").exists() and not (tmp_path / "metrics").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("files", [[], ["a.zip", "b.zip"]])
 def test_cli_needs_exactly_one_archive(tmp_path, files):
     (tmp_path / "data" / "raw").mkdir(parents=True)
     for name in files:
         (tmp_path / "data" / "raw" / name).write_bytes(b"x")
-    result = run_stage(tmp_path, [])
+    result = run_extract_stage(tmp_path, [])
     assert result.returncode == 1
     assert f"expected exactly one archive in data/raw, found {len(files)}" in result.stderr
 

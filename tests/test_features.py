@@ -12,7 +12,7 @@ from stages.feature_cache import load_classes, load_part
 from stages.features import extract_features, read_manifests
 from stages.images import load_image
 from stages.params import FeaturesParams
-from tests.conftest import SMALL_FEATURES
+from tests.helpers import SMALL_FEATURES
 
 
 def test_arrays_have_one_float32_row_per_manifest_line(feature_cache):
@@ -49,9 +49,12 @@ def test_batch_size_does_not_change_the_features(feature_cache, tmp_path):
 def test_writes_only_the_final_folder(feature_cache):
     siblings = sorted(p.name for p in feature_cache["features"].parent.iterdir())
     assert siblings == ["features", "images", "split"]
-    assert json.loads((feature_cache["features"] / "classes.json").read_text()) == load_classes(
-        feature_cache["features"]
-    )
+    written = sorted(p.relative_to(feature_cache["features"]).as_posix() for p in feature_cache["features"].rglob("*"))
+    parts = [f"{part}/{name}" for part in ("test", "train", "val") for name in ("features.npy", "labels.npy")]
+    assert written == sorted(["classes.json", "test", "train", "val", *parts])  # no temporary left inside either
+    # classes.json names the class folders in label-index order: what export and predict label outputs with.
+    class_folders = sorted(p.name for p in feature_cache["images"].iterdir() if p.is_dir())
+    assert json.loads((feature_cache["features"] / "classes.json").read_text(encoding="utf-8")) == class_folders
 
 
 def test_missing_manifests_name_the_stage_to_run(tmp_path):

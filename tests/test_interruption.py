@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from stages.split import list_images, split_images, write_manifests
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers import run_stage, stage_command
+from tools.scratch_repo import ROOT
 from tools.synthetic import make_image_folders
 
+pytestmark = pytest.mark.e2e
 
-def features_command() -> tuple[list[str], dict]:
-    """`python -m stages.features data/images data/split data/features`, importing this checkout's stages."""
-    env = subprocess_env()
-    env["PYTHONPATH"] = str(ROOT)
-    return [sys.executable, "-m", "stages.features", "data/images", "data/split", "data/features"], env
+FEATURES_ARGS = ("data/images", "data/split", "data/features")
 
 
 def make_project(folder: Path) -> Path:
@@ -35,8 +33,7 @@ def make_project(folder: Path) -> Path:
 
 
 def run_features(cwd: Path) -> None:
-    command, env = features_command()
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = run_stage("features", *FEATURES_ARGS, cwd=cwd, timeout=300)
     assert result.returncode == 0, result.stderr
 
 
@@ -48,7 +45,7 @@ def test_features_killed_halfway_then_rerun_equals_clean_run(tmp_path):
     project = make_project(tmp_path / "project")
     data = project / "data"
     tmp_output = data / ".features.tmp"
-    command, env = features_command()
+    command, env = stage_command("features", *FEATURES_ARGS)
 
     log = tmp_path / "killed_run.log"
     with open(log, "wb") as output:  # a file, not a pipe, so a full pipe can never block the stage

@@ -24,6 +24,8 @@ from tools.scratch_repo import (
 )
 from tools.synthetic import make_archive
 
+pytestmark = pytest.mark.e2e
+
 LONG_TRAINING = 150  # epochs: several seconds, time enough to edit params.yaml while train runs
 
 
@@ -35,7 +37,6 @@ def wait_for(log: Path, text: str, process: subprocess.Popen, seconds: float) ->
         time.sleep(0.1)
 
 
-@pytest.mark.e2e
 def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_path):
     archive = tmp_path / "101_ObjectCategories.tar.gz"
     make_archive(archive, layout="legacy", n_classes=3, per_class=12, size=32)

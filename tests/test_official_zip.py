@@ -7,9 +7,11 @@ import json
 import os
 import unicodedata
 
+import pandas as pd
 import pytest
 
-from tests.conftest import dvc, make_repo, md5_of, pipeline_params
+from tests.helpers import dvc, make_repo
+from tools.scratch_repo import md5_of, small_params
 from tools.synthetic import make_archive
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +30,7 @@ def test_official_zip_behind_a_redirect_cut_halfway_runs_to_the_metrics(tmp_path
         b"",
         redirect="/signed/e2e/caltech-101.zip?X-Amz-Expires=3600&X-Amz-Signature=9a1b",
     )
-    repo = make_repo(tmp_path / "repo", pipeline_params(url + "?download=1", md5_of(archive), **{"train.epochs": 5}))
+    repo = make_repo(tmp_path / "repo", small_params(url + "?download=1", md5_of(archive), **{"train.epochs": 5}))
 
     result = dvc(repo, "repro")
 
@@ -40,8 +42,14 @@ def test_official_zip_behind_a_redirect_cut_halfway_runs_to_the_metrics(tmp_path
     data = json.loads((repo / "metrics" / "data.json").read_text())
     assert data["images_per_class"] == expected["images_per_class"] and data["excluded"] == ["BACKGROUND_Google"]
     assert data["class_root"] == ("caltech-101.zip > caltech-101/101_ObjectCategories.tar.gz: 101_ObjectCategories/")
+    # The metrics score the model on exactly the test split the split stage wrote, in its order.
     metrics = json.loads((repo / "metrics" / "test.json").read_text())
-    assert metrics["n_test"] > 0 and 0 <= metrics["accuracy"] <= 1
+    test_split = pd.read_csv(repo / "data" / "split" / "test.csv", dtype=str)
+    predictions = pd.read_csv(repo / "metrics" / "predictions.csv", dtype=str)
+    assert metrics["n_test"] == len(test_split) == len(predictions) > 0
+    assert list(predictions["path"]) == list(test_split["path"])
+    assert list(predictions["actual"]) == list(test_split["label"])
+    assert metrics["accuracy"] == pytest.approx((predictions["actual"] == predictions["predicted"]).mean(), abs=1e-6)
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}
 
 
@@ -50,7 +58,7 @@ def test_html_page_with_md5_null_does_not_stick(tmp_path, server):
     make_archive(archive, layout="user", n_classes=2, per_class=4, size=32, extras=False)
     page = b"<!DOCTYPE html><html><body>Log in to download</body></html>\n" * 10
     url = server.add("/portal/own.zip", page)
-    repo = make_repo(tmp_path / "repo", pipeline_params(url, None))
+    repo = make_repo(tmp_path / "repo", small_params(url, None))
 
     failed = dvc(repo, "repro", "extract", check=False)
     assert failed.returncode != 0
@@ -69,7 +77,7 @@ def test_user_names_dvc_can_track(tmp_path, layout):
     matched by data.exclude typed in NFC."""
     archive = tmp_path / ("names.tar" if layout == "latin1" else "names.zip")
     expected = make_archive(archive, layout=layout, n_classes=3, per_class=4, size=32, extras=False)
-    repo = make_repo(tmp_path / "repo", pipeline_params(str(archive), None, **{"data.exclude": ["café"]}))
+    repo = make_repo(tmp_path / "repo", small_params(str(archive), None, **{"data.exclude": ["café"]}))
 
     dvc(repo, "repro", "extract")
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,8 @@ import yaml
 
 from stages import params
 from stages.common import StageError
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers import run_stage
+from tools.scratch_repo import ROOT
 
 GOOD = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -30,15 +29,6 @@ def problem(raw) -> str:
     with pytest.raises(StageError) as caught:
         params.validate(raw)
     return str(caught.value)
-
-
-def run_stage(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess:
-    """`python -m stages.<module> args` in cwd (which holds params.yaml), importing this checkout's stages."""
-    env = subprocess_env()
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", f"stages.{module}", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 def test_repository_params_are_valid():
@@ -177,6 +167,7 @@ def test_missing_params_file(tmp_path):
         params.load(tmp_path / "params.yaml")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "module, args, untouched",
     [
@@ -197,7 +188,7 @@ def test_stage_with_bad_params_exits_before_any_work(tmp_path, module, args, unt
         (tmp_path / existing).write_bytes(b"old")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
 
-    result = run_stage(tmp_path, module, *args)
+    result = run_stage(module, *args, cwd=tmp_path)
 
     assert result.returncode == 1
     assert "split.test must be a number strictly between 0 and 1, got 1.5" in result.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +12,8 @@ import yaml
 
 from stages import split
 from stages.common import StageError
-from tests.conftest import ROOT, subprocess_env
+from tests.helpers import run_stage
+from tools.scratch_repo import ROOT
 
 # Class sizes where rounding up and rounding down give different splits.
 SIZES = {"airplanes": 40, "ant": 3, "beaver": 7, "camera": 10, "cannon": 15, "zebra": 31}
@@ -152,20 +151,12 @@ def test_missing_or_empty_images_folder(tmp_path):
         split.list_images(tmp_path / "empty")
 
 
+@pytest.mark.e2e
 def test_cli_too_small_class_exits_non_zero(images, tmp_path):
     (images / "tiny").mkdir()
     (images / "tiny" / "only.jpg").write_bytes(b"x")
     write_params(tmp_path)
-    env = subprocess_env()
-    env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.split", "data/images", "data/split"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_stage("split", "data/images", "data/split", cwd=tmp_path)
     assert result.returncode == 1
     assert "error: class 'tiny' has 1 images" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "split").exists()

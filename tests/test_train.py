@@ -9,7 +9,7 @@ import pytest
 
 from stages.params import TrainParams
 from stages.train import dense_head, fit_logistic, train
-from tests.conftest import SMALL_TRAIN
+from tests.helpers import SMALL_TRAIN
 
 
 def test_dense_head_has_the_tutorials_layers():
@@ -82,10 +82,17 @@ def test_logistic_head_as_keras_matches_scikit_learn(n_classes):
 
 
 def test_logistic_head_saves_a_loadable_model(feature_cache, tmp_path):
-    model = run_train(feature_cache, tmp_path, head="logistic")
-    features = np.load(feature_cache["features"] / "test" / "features.npy")
-    probabilities = model.predict(features, verbose=0)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    model = run_train(feature_cache, tmp_path, head="logistic")  # saved by the stage, loaded back from the file
+    train_x, train_y = (np.load(feature_cache["features"] / "train" / f"{name}.npy") for name in ("features", "labels"))
+    test_x = np.load(feature_cache["features"] / "test" / "features.npy")
+    # The loaded file must be the fitted classifier, scaling included, on images it was not fitted on.
+    scaler = StandardScaler().fit(train_x)
+    reference = LogisticRegression(C=SMALL_TRAIN["logistic_c"], max_iter=2000, random_state=SMALL_TRAIN["seed"])
+    expected = reference.fit(scaler.transform(train_x), train_y).predict_proba(scaler.transform(test_x))
+    np.testing.assert_allclose(np.asarray(model.predict(test_x, verbose=0)), expected, atol=1e-4)
 
 
 def test_training_interrupted_after_an_epoch_leaves_no_metrics_files(feature_cache, tmp_path, monkeypatch):

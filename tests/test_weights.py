@@ -7,7 +7,7 @@ import pytest
 from stages.common import StageError
 from stages.features import extract_features
 from stages.params import FeaturesParams
-from tests.conftest import SMALL_FEATURES
+from tests.helpers import SMALL_FEATURES
 
 SIZE = 32
 

@@ -40,6 +40,8 @@ from tools.scratch_repo import (
 )
 from tools.synthetic import make_archive
 
+pytestmark = pytest.mark.e2e
+
 HEAD_STAGES = ["train", "evaluate", "export"]
 UP_TO_DATE = "Data and pipelines are up to date."
 
@@ -240,5 +242,15 @@ def test_queued_experiment_runs_in_the_background(runs, tmp_path):
     rows = {row["rev"] if row["typ"] == "baseline" else row["Experiment"]: row for row in exp_show_rows(repo)}
     assert rows["main"]["train.dropout"] == "0.5" and float(rows["main"]["loss"]) == metrics_of(runs.a)["loss"]
     assert rows[name]["train.dropout"] == "0.7" and rows[name]["State"] == "Success"
-    assert 0.0 <= float(rows[name]["accuracy"]) <= 1.0
     assert float(rows[name]["loss"]) != metrics_of(runs.a)["loss"]
+
+    # What exp show lists is what the background run wrote: apply it and score its predictions.csv by hand.
+    dvc(repo, "exp", "apply", name)
+    assert read_params(repo)["train"]["dropout"] == 0.7
+    applied = metrics_of(repo)
+    assert float(rows[name]["accuracy"]) == pytest.approx(applied["accuracy"], abs=1e-6)
+    assert float(rows[name]["loss"]) == pytest.approx(applied["loss"], abs=1e-6)
+    predictions = list(csv.DictReader((repo / "metrics/predictions.csv").read_text().splitlines()))
+    assert len(predictions) == applied["n_test"] == 12
+    correct = sum(row["actual"] == row["predicted"] for row in predictions)
+    assert applied["accuracy"] == pytest.approx(correct / len(predictions), abs=1e-6)

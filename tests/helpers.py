@@ -1,0 +1,55 @@
+"""Helpers the tests import: commands and `dvc` in scratch repositories, one way to run a stage as DVC runs it,
+and the small configurations of the in-process tests. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools import scratch_repo
+from tools.scratch_repo import ROOT, subprocess_env, write_params
+
+SMALL_FEATURES = dict(backbone="resnet50", backend="tensorflow", weights=None, image_size=32, batch_size=8)
+SMALL_TRAIN = dict(
+    head="dense", epochs=8, batch_size=16, learning_rate=0.001, hidden_units=64, dropout=0.5, logistic_c=1.0, seed=7
+)
+
+
+def sh(cwd: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command in cwd, capturing output; on an unexpected status, fail showing its output."""
+    try:
+        return scratch_repo.run(cwd, *args, check=check, timeout=timeout)
+    except scratch_repo.CommandFailed as error:
+        pytest.fail(str(error))
+
+
+def dvc(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    return sh(repo, sys.executable, "-m", "dvc", *args, check=check, timeout=timeout)
+
+
+def make_repo(path: Path, params: dict) -> Path:
+    """A fresh git + DVC repository holding the project's pipeline and the given params, committed."""
+    try:
+        return scratch_repo.make_repo(path, params)
+    except scratch_repo.CommandFailed as error:
+        pytest.fail(str(error))
+
+
+def stage_command(module: str, *args: str | Path) -> tuple[list[str], dict[str, str]]:
+    """`python -m stages.<module> args` and its environment, importing this checkout's stages from any folder."""
+    env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
+    return [sys.executable, "-m", f"stages.{module}", *map(str, args)], env
+
+
+def run_stage(
+    module: str, *args: str | Path, cwd: Path, params: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run a stage (or stages.predict) in its own process in cwd, as dvc.yaml does; params, when given, are
+    written to cwd/params.yaml first. The exit status is the caller's to check."""
+    if params is not None:
+        write_params(cwd, params)
+    command, env = stage_command(module, *args)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
