@@ -2,7 +2,7 @@
 
 Each class has its own colour and stripe direction, with noise, so even a random-init backbone at 32 px
 gives features a head can learn. Layouts:
-  official  zip: exactly the seven entries of the real caltech-101.zip (../shared/REFERENCE.md), in its order:
+  official  zip: exactly the seven entries of the real caltech-101.zip (as public scripts that unpack it list them), in order:
             caltech-101/{101_ObjectCategories.tar.gz, Annotations.tar, show_annotation.m} and their __MACOSX/
             AppleDouble forks; the tar.gz holds the stray 101_ObjectCategories/BACKGROUND_Google/tmp
   legacy    tar.gz: 101_ObjectCategories/<class>/image_0001.jpg (and BACKGROUND_Google/tmp)
@@ -336,7 +336,7 @@ def _pack(source: Path, archive: Path, arcroot: str = "") -> None:
 
 
 def _official_zip(images: Path, scratch: Path, archive: Path, class_names_: list[str]) -> None:
-    """The real caltech-101.zip's seven entries, in its order (REFERENCE.md), as macOS's zip wrote them."""
+    """The real caltech-101.zip's seven entries, in its order, as macOS's zip wrote them."""
     inner = tar_bytes(_read_tree(images, "101_ObjectCategories"), "w:gz")
     annotations = tar_bytes(
         {f"Annotations/{name}/annotation_0001.mat": b"MATLAB 5.0 MAT-file" + bytes(64) for name in class_names_}
