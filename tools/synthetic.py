@@ -2,7 +2,7 @@
 
 Each class has its own colour and stripe direction, with noise, so even a random-init backbone at 32 px
 gives features a head can learn. Layouts:
-  official  zip: exactly the seven entries of the real caltech-101.zip (as public scripts that unpack it list them), in order:
+  official  zip: exactly the seven entries of the real caltech-101.zip, in order (as scripts that unpack it list them):
             caltech-101/{101_ObjectCategories.tar.gz, Annotations.tar, show_annotation.m} and their __MACOSX/
             AppleDouble forks; the tar.gz holds the stray 101_ObjectCategories/BACKGROUND_Google/tmp
   legacy    tar.gz: 101_ObjectCategories/<class>/image_0001.jpg (and BACKGROUND_Google/tmp)
