@@ -80,6 +80,13 @@ def test_repro_runs_every_stage_and_writes_metrics(reproduced):
 
 
 @pytest.mark.e2e
+def test_stage_logs_carry_no_cuda_start_up_noise_without_a_gpu(reproduced):
+    assert "on CPU (tensorflow)" in reproduced.log  # the features stage says which device it used
+    for noise in ("cuInit", "cuda_", "oneDNN", "I0000", "E0000", "absl::InitializeLog"):
+        assert noise not in reproduced.log, noise
+
+
+@pytest.mark.e2e
 def test_second_repro_runs_nothing_and_status_is_clean(reproduced, tmp_path):
     path = copy_repo(reproduced.path, tmp_path / "repo")
     lock = (path / "dvc.lock").read_bytes()
