@@ -15,7 +15,7 @@ from keras import ops
 
 from stages.common import StageError
 
-# Seeds the random initialisation when features.weights is null, so test runs are reproducible.
+# Seeds the random initialisation when features.weights is null (drawn with NumPy: the same on every backend).
 RANDOM_INIT_SEED = 1234
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -138,7 +138,6 @@ def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Mo
     # Keras' PyTorch convolutions transpose channels-last tensors around every layer; channels-first (the same
     # weights, the same features) skips that. The model still takes channels-last images.
     channels_first = keras.config.backend() == "torch"
-    keras.utils.set_random_seed(RANDOM_INIT_SEED)
     layout = keras.config.image_data_format()
     try:
         keras.config.set_image_data_format("channels_first" if channels_first else "channels_last")
