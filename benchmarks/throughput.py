@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-STEADY_BATCHES = 4
+STEADY_BATCHES = 3
 
 
 def batch_sizes(part_sizes: list[int], batch_size: int) -> list[int]:
