@@ -1,7 +1,7 @@
 """Does the feature cache pay? Whole processes, wall clock, on the same generated images, as a user runs them.
 
-    python -m benchmarks.benchmark                 # ~2,000 images at 128 px: about 10 minutes on 2 cores
-    python -m benchmarks.benchmark --quick         # a smoke run: 200 images of 64 px (~2 minutes; no verdict)
+    python -m benchmarks.benchmark                 # 2,000 images at 128 px, 3 backends: 15-20 minutes on 2 cores
+    python -m benchmarks.benchmark --quick         # a smoke run: 200 images of 64 px (~7 minutes; no verdict)
     python -m benchmarks.benchmark --classes 20 --per-class 100 --size 128 --memory-sets 1000 4000 --name cpu
     python -m benchmarks.benchmark --backends tensorflow jax   # the other backends to set beside TensorFlow
 
