@@ -1,21 +1,27 @@
 """Does the feature cache pay? Whole processes, wall clock, on the same generated images, as a user runs them.
 
-    python -m benchmarks.benchmark                 # ~2,000 images at 128 px: about 10 minutes on 2 cores
-    python -m benchmarks.benchmark --quick         # a smoke run: 200 images of 64 px (~2 minutes; no verdict)
+    python -m benchmarks.benchmark                 # 2,000 images at 128 px, 3 backends: 15-20 minutes on 2 cores
+    python -m benchmarks.benchmark --quick         # a smoke run: 200 images of 64 px (~7 minutes; no verdict)
     python -m benchmarks.benchmark --classes 20 --per-class 100 --size 128 --memory-sets 1000 4000 --name cpu
+    python -m benchmarks.benchmark --backends tensorflow jax   # the other backends to set beside TensorFlow
 
 It generates class folders of JPEGs (tools.synthetic) and splits them with the split stage's own
 functions, then measures:
   (1) the tutorial's way: benchmarks/tutorial_way.py, one Keras model (frozen ResNet50 + the tutorial's
       head) trained 5 epochs from the JPEG files, validated every epoch, evaluated on the test split;
   (2) this pipeline: `python -m stages.features`, `stages.train`, `stages.evaluate` as dvc.yaml runs them,
-      in a scratch folder whose params.yaml has features.weights null, the same image size, 5 epochs;
+      in a scratch folder whose params.yaml has the same image size, 5 epochs, features.backend tensorflow (the
+      default) and features.weights a random-init ResNet50 weights file that every backend and (1) load alike;
   (3) a head-only re-run after a train.* change (train.learning_rate halved): train and evaluate;
   (4) extraction throughput: images/s from JPEG files to saved features (the features stage's log line),
-      against the same compiled model on in-memory tensors of the same batch shapes (benchmarks.throughput);
+      against the stage's own Extractor on in-memory uint8 batches of the same shapes (benchmarks.throughput);
   (5) the features stage's peak resident memory on a small and a large image set (a fresh process each,
-      read from getrusage(RUSAGE_CHILDREN).ru_maxrss of a wrapper process);
-plus the start-up of a bare Python and of `import keras` (which imports TensorFlow).
+      read from getrusage(RUSAGE_CHILDREN).ru_maxrss of a wrapper process: the largest process of the stage,
+      its main one; the decoding workers are smaller and hold nothing that grows);
+  (6) per other backend (features.backend jax, torch): (2) and (4) again with that backend's features stage and
+      model (train and evaluate run on TensorFlow, as in the pipeline), and how far its features are from
+      TensorFlow's on the same images; a backend that is not installed is reported as such;
+plus the start-up of a bare Python and of `import keras` (on TensorFlow).
 
 It prints a table of the figures, the ratios measured side by side in this one run, their targets and
 whether each is met, and the machine; all of it goes to benchmarks/results/<name>.json. The figures are
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -53,6 +60,10 @@ TARGETS = {
     "extraction_vs_model": (">=", 0.9, "(4) JPEG files -> saved features img/s / model-only img/s"),
     "memory_growth_pct": ("<", 10.0, "(5) features-stage peak RSS growth, small -> large set, %"),
 }
+# The default backend and the others the features stage can run on (stages/params.py BACKENDS).
+DEFAULT_BACKEND = "tensorflow"
+OTHER_BACKENDS = ("jax", "torch")
+WEIGHTS_SEED = 3
 FEATURES_LINE = re.compile(r"features: (\d+) images in ([\d.]+) s \((\d+) img/s\) on (.+)")
 PEAK_RSS_WRAPPER = (
     "import resource, subprocess, sys\n"
@@ -72,7 +83,8 @@ class Runner:
         paths = [str(code)] if code else []  # another copy of stages/ to compare (--code)
         self.env["PYTHONPATH"] = os.pathsep.join(paths + [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
         self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self.env.update(PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")
+        # Bare `import keras` (start-up, the tutorial's way) is on TensorFlow; the stages choose their own backend.
+        self.env.update(PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1", KERAS_BACKEND=DEFAULT_BACKEND)
         self.load = {}
 
     def __call__(self, step: str, args: list[str], cwd: Path) -> tuple[float, str, str]:
@@ -105,7 +117,7 @@ def machine() -> dict:
     except OSError:
         pass
     versions = {}
-    for package in ("tensorflow", "keras", "numpy"):
+    for package in ("tensorflow", "keras", "numpy", "jax", "torch"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -145,9 +157,35 @@ def make_split(images: Path, per_class: int, out: Path) -> dict[str, int]:
     return {part: len(frame) for part, frame in parts.items()}
 
 
-def write_params(folder: Path, image_size: int, batch_size: int, epochs: int, **train) -> None:
+def make_weights(runner: Runner, python: str) -> Path:
+    """A random-init ResNet50 weights file (no top), saved once on TensorFlow and reused: every backend and the
+    tutorial's way load the same weights, so their features can be compared (random init differs per backend)."""
+    path = WORK / f"resnet50-random-seed{WEIGHTS_SEED}.weights.h5"
+    if not path.is_file():
+        WORK.mkdir(parents=True, exist_ok=True)
+        script = (
+            "import sys, keras\n"
+            f"keras.utils.set_random_seed({WEIGHTS_SEED})\n"
+            "base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))\n"
+            "base.save_weights(sys.argv[1])\n"
+        )
+        tmp = path.with_name(f".{path.name}.tmp.weights.h5")
+        runner("0_weights", [python, "-c", script, tmp], ROOT)
+        tmp.replace(path)
+    return path
+
+
+def write_params(
+    folder: Path,
+    image_size: int,
+    batch_size: int,
+    epochs: int,
+    weights: Path,
+    backend: str = DEFAULT_BACKEND,
+    **train,
+) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["features"].update(weights=None, image_size=image_size, batch_size=batch_size)
+    params["features"].update(weights=str(weights), image_size=image_size, batch_size=batch_size, backend=backend)
     params["train"].update(epochs=epochs, **train)
     folder.mkdir(parents=True, exist_ok=True)
     scratch_repo.write_params(folder, params)
@@ -174,6 +212,73 @@ def met(key: str, value: float) -> bool:
     return value >= target if op == ">=" else value < target
 
 
+def run_pipeline(runner: Runner, python: str, step: str, folder: Path, images: Path, split: Path) -> dict:
+    """features, train and evaluate in folder, as dvc.yaml runs them; their seconds and the test accuracy."""
+    features_s, out, _ = runner(
+        f"{step}_features", [python, "-m", "stages.features", images, split, "data/features"], folder
+    )
+    train_s, _, _ = runner(
+        f"{step}_train", [python, "-m", "stages.train", "data/features", "models/head.keras", "metrics/train"], folder
+    )
+    evaluate_s, _, _ = runner(
+        f"{step}_evaluate",
+        [python, "-m", "stages.evaluate", "data/features", split, "models/head.keras", "metrics"],
+        folder,
+    )
+    test = json.loads((folder / "metrics" / "test.json").read_text())
+    return {
+        "seconds": features_s + train_s + evaluate_s,
+        "features_s": features_s,
+        "train_s": train_s,
+        "evaluate_s": evaluate_s,
+        "test_accuracy": test["accuracy"],
+        "extraction": features_line(out),
+    }
+
+
+def model_only(
+    runner: Runner, python: str, step: str, backend: str, weights: Path, args, split: dict, cwd: Path
+) -> dict:
+    """benchmarks.throughput on backend, with the batch shapes of the features stage's run on split."""
+    _, out, _ = runner(
+        f"{step}_model_only",
+        [
+            python,
+            "-m",
+            "benchmarks.throughput",
+            "--backend",
+            backend,
+            "--weights",
+            weights,
+            "--image-size",
+            args.size,
+            "--batch-size",
+            args.batch_size,
+            "--parts",
+            *split.values(),
+        ],
+        cwd,
+    )
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def compare_features(reference: Path, other: Path) -> dict:
+    """How far one backend's features are from the reference's, over every part: the largest absolute
+    difference, and the largest relative to the reference's largest magnitude in the part."""
+    import numpy as np
+
+    worst_abs, worst_rel = 0.0, 0.0
+    for part in ("train", "val", "test"):
+        a = np.load(reference / part / "features.npy")
+        b = np.load(other / part / "features.npy")
+        if a.shape != b.shape:
+            return {"error": f"{part}: shapes differ, {a.shape} vs {b.shape}"}
+        diff = float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0
+        scale = float(np.abs(a).max()) if a.size else 0.0
+        worst_abs, worst_rel = max(worst_abs, diff), max(worst_rel, diff / scale if scale else 0.0)
+    return {"max_abs_diff": worst_abs, "max_rel_diff": worst_rel}
+
+
 def run(args: argparse.Namespace) -> dict:
     work = WORK / args.name
     shutil.rmtree(work, ignore_errors=True)
@@ -187,6 +292,7 @@ def run(args: argparse.Namespace) -> dict:
     images = make_images(args.classes, max(args.per_class, small_per_class, large_per_class), args.size)
     split = make_split(images, args.per_class, work / "split")
     n_images = sum(split.values())
+    weights = make_weights(runner, python)
     print(
         f"benchmark {args.name}: {n_images} images ({split}) at {args.size} px, batch {args.batch_size}",
         file=sys.stderr,
@@ -214,7 +320,7 @@ def run(args: argparse.Namespace) -> dict:
             "--epochs",
             args.epochs,
             "--weights",
-            "none",
+            weights,
         ],
         tutorial_dir,
     )
@@ -222,25 +328,14 @@ def run(args: argparse.Namespace) -> dict:
 
     # (2) The pipeline: features, train, evaluate, exactly as dvc.yaml runs them.
     pipeline = work / "pipeline"
-    write_params(pipeline, args.size, args.batch_size, args.epochs)
-    features_s, out, _ = runner(
-        "2_features", [python, "-m", "stages.features", images, work / "split", "data/features"], pipeline
-    )
-    extraction = features_line(out)
-    train_s, _, _ = runner(
-        "2_train", [python, "-m", "stages.train", "data/features", "models/head.keras", "metrics/train"], pipeline
-    )
-    evaluate_s, _, _ = runner(
-        "2_evaluate",
-        [python, "-m", "stages.evaluate", "data/features", work / "split", "models/head.keras", "metrics"],
-        pipeline,
-    )
-    pipeline_test = json.loads((pipeline / "metrics" / "test.json").read_text())
+    write_params(pipeline, args.size, args.batch_size, args.epochs, weights)
+    main_run = run_pipeline(runner, python, "2", pipeline, images, work / "split")
+    extraction = main_run["extraction"]
 
     # (3) Head-only re-run after a train.* change: DVC would rerun train and evaluate only.
     params = yaml.safe_load((pipeline / "params.yaml").read_text())
     changed = {"learning_rate": params["train"]["learning_rate"] / 2}
-    write_params(pipeline, args.size, args.batch_size, args.epochs, **changed)
+    write_params(pipeline, args.size, args.batch_size, args.epochs, weights, **changed)
     train2_s, _, _ = runner(
         "3_train", [python, "-m", "stages.train", "data/features", "models/head.keras", "metrics/train"], pipeline
     )
@@ -251,30 +346,47 @@ def run(args: argparse.Namespace) -> dict:
     )
     head_only_test = json.loads((pipeline / "metrics" / "test.json").read_text())
 
-    # (4) The model alone, same batch shapes, in-memory tensors.
-    _, out, _ = runner(
-        "4_model_only",
-        [
-            python,
-            "-m",
-            "benchmarks.throughput",
-            "--image-size",
-            args.size,
-            "--batch-size",
-            args.batch_size,
-            "--parts",
-            *split.values(),
-        ],
-        work,
-    )
-    model = json.loads(out.strip().splitlines()[-1])
+    # (4) The model alone, same batch shapes, in-memory images.
+    model = model_only(runner, python, "4", DEFAULT_BACKEND, weights, args, split, work)
+
+    # (6) The other backends: the features stage and the model alone on each; train and evaluate as in (2).
+    backends = {}
+    for name in args.backends:
+        if name == DEFAULT_BACKEND:
+            continue
+        if importlib.util.find_spec(name) is None:
+            print(f"  6_{name}: not installed, skipped", file=sys.stderr, flush=True)
+            backends[name] = {"status": "not installed"}
+            continue
+        folder = work / f"pipeline_{name}"
+        write_params(folder, args.size, args.batch_size, args.epochs, weights, backend=name)
+        other = run_pipeline(runner, python, f"6_{name}", folder, images, work / "split")
+        other_model = model_only(runner, python, f"6_{name}", name, weights, args, split, work)
+        backends[name] = {
+            "status": "measured",
+            "device": other["extraction"]["device"],
+            "pipeline": {key: value for key, value in other.items() if key != "extraction"},
+            "end_to_end_img_s": other["extraction"]["img_s"],
+            "end_to_end_s": other["extraction"]["seconds"],
+            "model_only_img_s": other_model["model_only_img_s"],
+            "model_only_steady_img_s": other_model["model_only_steady_img_s"],
+            "import_s": other_model.get("import_s"),
+            "version": other_model.get("backend_version"),
+            "features_vs_tensorflow": compare_features(pipeline / "data" / "features", folder / "data" / "features"),
+            "ratios": {
+                "pipeline_speedup": ratio(tutorial_s, other["seconds"]),
+                "extraction_vs_model": ratio(other["extraction"]["img_s"], other_model["model_only_img_s"]),
+            },
+        }
+        if not args.keep:
+            shutil.rmtree(folder / "data", ignore_errors=True)
 
     # (5) Peak RSS of the features stage on a small and a large set, a fresh process each.
     memory = {}
     for label, per_class in (("small", small_per_class), ("large", large_per_class)):
         folder = work / f"memory_{label}"
         sizes = make_split(images, per_class, folder / "split")
-        write_params(folder, args.size, args.batch_size, args.epochs)
+        write_params(folder, args.size, args.batch_size, args.epochs, weights)
         seconds, out, err = runner(
             f"5_features_{label}",
             [
@@ -299,7 +411,7 @@ def run(args: argparse.Namespace) -> dict:
         if not args.keep:
             shutil.rmtree(folder / "data", ignore_errors=True)
 
-    pipeline_s = features_s + train_s + evaluate_s
+    pipeline_s = main_run["seconds"]
     head_only_s = train2_s + evaluate2_s
     ratios = {
         "pipeline_speedup": ratio(tutorial_s, pipeline_s),
@@ -322,7 +434,8 @@ def run(args: argparse.Namespace) -> dict:
             "batch_size": args.batch_size,
             "epochs": args.epochs,
             "memory_sets": [memory["small"]["images"], memory["large"]["images"]],
-            "weights": None,
+            "weights": f"random init (seed {WEIGHTS_SEED}), one file for every backend and the tutorial's way",
+            "backends": args.backends,
             "head_only_change": {f"train.{k}": v for k, v in changed.items()},
         },
         "machine": {**machine(), "device": extraction["device"]},
@@ -333,13 +446,7 @@ def run(args: argparse.Namespace) -> dict:
         },
         "startup_s": {"python": bare, "import_keras": keras_import, "import_keras_in_worker": model.get("import_s")},
         "tutorial": {"seconds": tutorial_s, "inside": tutorial["seconds"], "test_accuracy": tutorial["test_accuracy"]},
-        "pipeline": {
-            "seconds": pipeline_s,
-            "features_s": features_s,
-            "train_s": train_s,
-            "evaluate_s": evaluate_s,
-            "test_accuracy": pipeline_test["accuracy"],
-        },
+        "pipeline": {key: value for key, value in main_run.items() if key != "extraction"},
         "head_only": {
             "seconds": head_only_s,
             "train_s": train2_s,
@@ -351,10 +458,11 @@ def run(args: argparse.Namespace) -> dict:
             "end_to_end_s": extraction["seconds"],
             "model_only_img_s": model["model_only_img_s"],
             "model_only_steady_img_s": model["model_only_steady_img_s"],
-            "model_first_call_s": model["first_call_s"],
+            "model_build_s": model["build_s"],
             "images": extraction["images"],
         },
         "memory": memory,
+        "other_backends": backends,
         "ratios": ratios,
         "targets": {key: {"op": op, "value": value, "what": what} for key, (op, value, what) in TARGETS.items()},
         "met": {key: met(key, value) for key, value in ratios.items()},
@@ -362,6 +470,40 @@ def run(args: argparse.Namespace) -> dict:
     if not args.keep:
         shutil.rmtree(pipeline / "data", ignore_errors=True)
     return result
+
+
+def backend_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    """(6): each other backend beside TensorFlow's (2) and (4); reported, no targets."""
+    rows = []
+    for name, b in r["other_backends"].items():
+        if b["status"] != "measured":
+            rows.append((f"(6) features.backend {name}", b["status"], "", ""))
+            continue
+        p, diff = b["pipeline"], b["features_vs_tensorflow"]
+        rows += [
+            (
+                f"(6) features.backend {name}: features + train + evaluate",
+                f"{p['seconds']:.1f} s ({p['features_s']:.1f} + {p['train_s']:.1f} + {p['evaluate_s']:.1f})",
+                "",
+                "",
+            ),
+            ("    speed-up (1)/(6)", f"{b['ratios']['pipeline_speedup']:.2f}x", "", ""),
+            (
+                "    extraction / model alone",
+                f"{b['end_to_end_img_s']:.1f} / {b['model_only_img_s']:.1f} img/s "
+                f"(steady {b['model_only_steady_img_s']:.1f})",
+                "",
+                "",
+            ),
+            ("    ratio", f"{b['ratios']['extraction_vs_model']:.3f}", "", ""),
+            (
+                "    features vs TensorFlow's: max |diff| (relative)",
+                f"{diff['max_abs_diff']:.2e} ({diff['max_rel_diff']:.1e})" if "max_abs_diff" in diff else diff["error"],
+                "",
+                "",
+            ),
+        ]
+    return rows
 
 
 def table(r: dict) -> str:
@@ -408,6 +550,7 @@ def table(r: dict) -> str:
         (f"(5) features peak RSS, {mem['small']['images']} images", f"{mem['small']['peak_rss_mb']:.0f} MB", "", ""),
         (f"    {mem['large']['images']} images", f"{mem['large']['peak_rss_mb']:.0f} MB", "", ""),
         ("    growth", f"{ratios['memory_growth_pct']:+.1f} %", *check("memory_growth_pct")),
+        *backend_rows(r),
         (
             "start-up: python / import keras (TF)",
             f"{r['startup_s']['python']:.2f} s / {r['startup_s']['import_keras']:.1f} s",
@@ -416,7 +559,12 @@ def table(r: dict) -> str:
         ),
         (
             "test accuracy: tutorial / pipeline / head-only",
-            f"{t['test_accuracy']:.3f} / {p['test_accuracy']:.3f} / {h['test_accuracy']:.3f}",
+            f"{t['test_accuracy']:.3f} / {p['test_accuracy']:.3f} / {h['test_accuracy']:.3f}"
+            + "".join(
+                f" / {name} {b['pipeline']['test_accuracy']:.3f}"
+                for name, b in r["other_backends"].items()
+                if b["status"] == "measured"
+            ),
             "",
             "",
         ),
@@ -461,6 +609,13 @@ def main(argv: list[str] | None = None) -> dict:
         nargs=2,
         metavar=("SMALL", "LARGE"),
         help="image counts for the peak-memory runs (default 1000 4000; quick 100 400)",
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=[DEFAULT_BACKEND, *OTHER_BACKENDS],
+        choices=[DEFAULT_BACKEND, *OTHER_BACKENDS],
+        help="Keras backends to measure the features stage on (default all; tensorflow, the default, always runs)",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: small counts, tiny images")
     parser.add_argument("--name", help="results go to benchmarks/results/NAME.json (default cpu; quick: quick)")

@@ -1,22 +1,29 @@
-"""The backbone alone on in-memory tensors: the ceiling for the features stage's images/s.
+"""The backbone alone on in-memory images: the ceiling for the features stage's images/s, on any Keras backend.
 
-Builds the extractor and its compiled function exactly as stages/features.py does (same device choice,
-mixed precision on a GPU, same batch shapes: full batches, then each part's shorter last batch), and
-times it from the first call (its trace included, as in the stage's own timer) to the last result on
-the host. The end-to-end figure to compare with is the stage's log line, `features: N images in S s`.
+Builds the model and its compiled function exactly as stages/features.py does (backend.use, prepare_device,
+build_extractor, Extractor: same device choice, mixed precision on a GPU, padding where the backend compiles per
+shape) and feeds it uint8 batches from host memory with the stage's batch shapes (each part in full batches,
+then its shorter last batch), one batch in flight while the last one's features are fetched, as write_features
+does. Timed from the first call (its trace or compile included, as in the stage's own timer) to the last
+features on the host. The end-to-end figure to compare with is the stage's log line, `features: N images in S s`.
 
-    python -m benchmarks.throughput --image-size 128 --batch-size 64 --parts 1280 320 400
+    python -m benchmarks.throughput --backend jax --image-size 128 --batch-size 64 --parts 1280 320 400
 
-Prints one JSON line: device, import and build seconds, model_only_img_s (first call included) and
-model_only_steady_img_s (full batches after the first: no tracing).
+Prints one JSON line: backend, device, import and build seconds, model_only_img_s (first call included) and
+model_only_steady_img_s (a few more full batches after the run, one at a time: no tracing or compiling).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 import time
+
+import numpy as np
+
+STEADY_BATCHES = 3
 
 
 def batch_sizes(part_sizes: list[int], batch_size: int) -> list[int]:
@@ -27,45 +34,44 @@ def batch_sizes(part_sizes: list[int], batch_size: int) -> list[int]:
     return sizes
 
 
-def model_only(backbone: str, weights: str | None, image_size: int, batch_size: int, part_sizes: list[int]) -> dict:
-    """Time the compiled extractor over in-memory batches shaped like the stage's; returns figures as a dict."""
-    import tensorflow as tf
-
-    from stages.backbones import build_extractor, use_device
+def model_only(
+    backend_name: str, backbone: str, weights: str | None, image_size: int, batch_size: int, part_sizes: list[int]
+) -> dict:
+    """Time the stage's Extractor over in-memory batches shaped like the stage's; returns figures as a dict.
+    Call after stages.backend.use(backend_name)."""
+    from stages import backend
+    from stages.backbones import build_extractor
+    from stages.features import Extractor
 
     start = time.perf_counter()
-    device = use_device()
+    device = backend.prepare_device(backend_name)
     model = build_extractor(backbone, weights, image_size)
-    try:
-        from stages.features import compile_extractor
-    except ImportError:  # a copy of the stages from before compile_extractor existed (benchmark --code)
-        extract_batch = tf.function(
-            lambda x: tf.cast(model(x, training=False), tf.float32),
-            jit_compile=device.startswith("GPU"),
-            reduce_retracing=True,
-        )
-    else:
-        extract_batch = compile_extractor(model, device, batch_size)
-    # Made on the device the model runs on (a GPU if any), so no copy is timed: the model alone.
-    images = tf.random.uniform((batch_size, image_size, image_size, 3), 0, 255, seed=0)
+    extractor = Extractor(model, backend_name, batch_size, device.startswith("GPU"))
+    # uint8 in host memory, as the stage's decoder hands batches over: copying them to the device is the model's.
+    images = np.random.default_rng(0).integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8)
     built = time.perf_counter()
-    sizes, seconds = batch_sizes(part_sizes, batch_size), []
-    for n in sizes:
-        t0 = time.perf_counter()
-        extract_batch(images[:n]).numpy()
-        seconds.append(time.perf_counter() - t0)
+    sizes = batch_sizes(part_sizes, batch_size)
+    in_flight = None
+    for n in sizes:  # as write_features: launch a batch, then fetch the one before it
+        launched = extractor.start(images[:n])
+        if in_flight is not None:
+            extractor.finish(in_flight)
+        in_flight = launched
+    extractor.finish(in_flight)
     done = time.perf_counter()
     total = sum(sizes)
-    # Steady state: full batches after the first (short batches may trace again, the first one always does).
-    full = [t for n, t in zip(sizes, seconds, strict=True) if n == batch_size][1:]
-    steady = batch_size * len(full) / sum(full) if full else None
+    # Steady state, apart: a few more full batches, one at a time, nothing left to trace or compile.
+    t0 = time.perf_counter()
+    for _ in range(STEADY_BATCHES):
+        extractor(images)
+    steady = batch_size * STEADY_BATCHES / (time.perf_counter() - t0)
     return {
+        "backend": backend_name,
         "device": device,
         "build_s": built - start,
         "images": total,
         "batch_size": batch_size,
         "image_size": image_size,
-        "first_call_s": seconds[0],
         "model_only_s": done - built,
         "model_only_img_s": total / (done - built),
         "model_only_steady_img_s": steady,
@@ -74,6 +80,7 @@ def model_only(backbone: str, weights: str | None, image_size: int, batch_size: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="tensorflow", help="Keras backend: tensorflow, jax or torch")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--weights", default="none", help="imagenet, none (random init: same speed) or a file")
     parser.add_argument("--image-size", type=int, default=256)
@@ -83,14 +90,14 @@ def main() -> None:
 
     import psutil
 
-    born = psutil.Process().create_time()
-    import keras  # noqa: F401  (imports TensorFlow: the fixed start-up cost of every stage that uses it)
-    import tensorflow as tf
+    from stages import backend
 
+    born = psutil.Process().create_time()
+    keras = backend.use(args.backend)  # imports the backend: the fixed start-up cost of every stage that uses it
     imported = time.time() - born
     weights = None if args.weights.lower() in ("none", "null") else args.weights
-    result = model_only(args.backbone, weights, args.image_size, args.batch_size, args.parts)
-    result.update(import_s=imported, tensorflow=tf.__version__)
+    result = model_only(args.backend, args.backbone, weights, args.image_size, args.batch_size, args.parts)
+    result.update(import_s=imported, keras=keras.__version__, backend_version=importlib.metadata.version(args.backend))
     print(json.dumps(result))
     sys.stdout.flush()
 
