@@ -56,8 +56,10 @@ def use(name: str = "tensorflow"):
         raise StageError(f"unknown Keras backend {name!r}; choose one of {', '.join(BACKENDS)}")
     os.environ["KERAS_BACKEND"] = name
     quiet = not nvidia_driver_present()
-    # Level 3 also hides the "failed call to cuInit" error TensorFlow logs when it looks for a GPU.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if quiet else "2")
+    # Level 3 hides TensorFlow's C++ log lines up to errors, e.g. "failed call to cuInit" when it looks for a GPU
+    # or the "NodeDef mentions attribute" notes of Keras' tf.data input: none is actionable, and this project
+    # says itself which device it uses and warns when a GPU is present but unused.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         with _native_stderr_silenced() if quiet else contextlib.nullcontext():
             import keras

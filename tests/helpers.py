@@ -14,7 +14,7 @@ from tools.scratch_repo import ROOT, subprocess_env, write_params
 
 SMALL_FEATURES = dict(backbone="resnet50", backend="tensorflow", weights=None, image_size=32, batch_size=8)
 SMALL_TRAIN = dict(
-    head="dense", epochs=8, batch_size=16, learning_rate=0.001, hidden_units=64, dropout=0.5, logistic_c=1.0, seed=7
+    head="dense", epochs=30, batch_size=16, learning_rate=0.001, hidden_units=64, dropout=0.5, logistic_c=1.0, seed=7
 )
 
 

@@ -51,10 +51,12 @@ def run_features(workspace, name: str, run: str, weights: str | None = "resnet50
 
 
 @pytest.mark.e2e
-def test_tensorflow_and_jax_agree_and_each_is_byte_identical_between_runs(workspace):
-    runs = {name: [run_features(workspace, name, str(i)) for i in range(2)] for name in ("tensorflow", "jax")}
-    for name, (first, second) in runs.items():
-        assert first == second, f"{name}: two runs on the CPU gave different bytes"
+def test_tensorflow_and_jax_agree_and_jax_is_byte_identical_between_runs(workspace):
+    # TensorFlow's own repeatability is checked by tools.check_reproducible (the whole pipeline, twice).
+    tensorflow = run_features(workspace, "tensorflow", "0")
+    first, second = (run_features(workspace, "jax", str(i)) for i in range(2))
+    assert first == second, "jax: two runs on the CPU gave different bytes"
+    assert tensorflow != first  # same numbers to rounding, not the same bytes: the comparison below is real
     for part in PARTS:
         tf_rows = np.load(workspace / "tensorflow-0" / "features" / part / "features.npy")
         jax_rows = np.load(workspace / "jax-0" / "features" / part / "features.npy")

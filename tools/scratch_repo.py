@@ -42,7 +42,8 @@ def subprocess_env() -> dict[str, str]:
     """The environment for `dvc` and `python -m stages...`: this interpreter's bin first on PATH, no analytics."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env.update(DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the stages choose their own log level: test what users get
     env.pop("PYTHONPATH", None)
     return env
 
