@@ -57,7 +57,7 @@ def test_classifier_on_raw_images_agrees_with_the_cached_pipeline(exported, feat
 
 
 @pytest.mark.e2e
-def test_predict_prints_top_k_per_image(exported, feature_cache):
+def test_predict_prints_top_k_per_image(exported, feature_cache, capsys):
     images = sorted((feature_cache["images"]).rglob("*.jpg"))[:2]
     model, classes, image_size = load_classifier(exported / "classifier.keras")
     expected, _ = predict(model, classes, image_size, images, top=2)
@@ -72,8 +72,11 @@ def test_predict_prints_top_k_per_image(exported, feature_cache):
         pytest.approx(expected[str(images[0])][0][1], abs=1e-4),
     )
 
-    as_json = run_predict(images[0], "--model", exported / "classifier.keras", "--json")
-    parsed = json.loads(as_json.stdout)
+    # --json through the command's own main(), in this process (the CLI wrapper is exercised above).
+    from stages.predict import main
+
+    main([images[0]], exported / "classifier.keras", top=5, as_json=True)
+    parsed = json.loads(capsys.readouterr().out)
     assert list(parsed) == [str(images[0])]
     # The default top 5 (all 4 classes here), most likely first, with the probabilities the model gives.
     (expected_all,) = predict(model, classes, image_size, images[:1], top=len(classes))[0].values()

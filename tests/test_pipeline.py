@@ -143,16 +143,16 @@ def test_switching_back_to_a_backbone_restores_its_features_from_the_cache(repro
     assert params["features"]["backbone"] == "resnet50"
     params["features"]["backbone"] = "mobilenetv3large"
     write_params(path, params)
-    switched = repro(path)
-    assert stages_run(switched) == ["features", "train", "evaluate", "export"]
+    switched = dvc(path, "repro", "features")  # the head stages would rerun the same way: not needed here
+    assert stages_run(switched.stdout) == ["features"]
     assert md5_of(path / "data" / "features" / "train" / "features.npy") != resnet
 
     params["features"]["backbone"] = "resnet50"
     write_params(path, params)
     back = repro(path)
-    assert "features" not in stages_run(back)
-    assert "features" in stages_restored(back)
+    assert stages_run(back) == [] and stages_restored(back) == ["features"]
     assert md5_of(path / "data" / "features" / "train" / "features.npy") == resnet
+    assert json.loads(dvc(path, "status", "--json").stdout) == {}
 
 
 def test_own_data_three_classes_of_pngs_at_the_top_level(tmp_path, server):
