@@ -13,4 +13,6 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -r "$requirements"
+# This checkout itself, editable: the `predict` command, and transfer/ importable from any directory.
+.venv/bin/pip install --quiet --no-deps --editable .
 echo "installed $requirements into .venv"

@@ -60,7 +60,7 @@ TARGETS = {
     "extraction_vs_model": (">=", 0.9, "(4) JPEG files -> saved features img/s / model-only img/s"),
     "memory_growth_pct": ("<", 10.0, "(5) features-stage peak RSS growth, small -> large set, %"),
 }
-# The default backend and the others the features stage can run on (stages/params.py BACKENDS).
+# The default backend and the others the features stage can run on (transfer/params.py BACKENDS).
 DEFAULT_BACKEND = "tensorflow"
 OTHER_BACKENDS = ("jax", "torch")
 WEIGHTS_SEED = 3

@@ -97,9 +97,13 @@ def measure_backend(name: str, scratch: Path, size: int, batch_sizes: list[int],
     """Runs in a process of its own; writes its figures to result_path after every step."""
     import numpy as np
 
-    from stages import backend
-    from stages.features import Extractor, ImageDecoder, extract_features, read_manifests, write_features
-    from stages.params import FeaturesParams
+    from stages.features import extract_features
+    from transfer import devices
+    from transfer.decoder import ImageDecoder
+    from transfer.extractor import Extractor
+    from transfer.feature_cache import write_features
+    from transfer.manifests import read_manifests
+    from transfer.params import FeaturesParams
 
     figures: dict = {"backend": name, "steps": {}}
 
@@ -109,7 +113,7 @@ def measure_backend(name: str, scratch: Path, size: int, batch_sizes: list[int],
         log(f"{name} {step}: {json.dumps(values)}")
 
     start = time.perf_counter()
-    keras = backend.use(name)
+    keras = devices.use(name)
     figures["keras"] = keras.__version__
     figures["import_s"] = time.perf_counter() - start
 
@@ -127,7 +131,7 @@ def measure_backend(name: str, scratch: Path, size: int, batch_sizes: list[int],
         },
     )
 
-    from stages.backbones import build_extractor
+    from transfer.backbones import build_extractor
 
     manifests = read_manifests(scratch / "split")
     paths = [str(scratch / "images" / p) for frame in manifests.values() for p in frame["path"]]

@@ -1,6 +1,6 @@
 """The backbone alone on in-memory images: the ceiling for the features stage's images/s, on any Keras backend.
 
-Builds the model and its compiled function exactly as stages/features.py does (backend.use, prepare_device,
+Builds the model and its compiled function exactly as stages/features.py does (devices.use, prepare_device,
 build_extractor, Extractor: same device choice, mixed precision on a GPU, padding where the backend compiles per
 shape) and feeds it uint8 batches from host memory with the stage's batch shapes (each part in full batches,
 then its shorter last batch), one batch in flight while the last one's features are fetched, as write_features
@@ -38,13 +38,13 @@ def model_only(
     backend_name: str, backbone: str, weights: str | None, image_size: int, batch_size: int, part_sizes: list[int]
 ) -> dict:
     """Time the stage's Extractor over in-memory batches shaped like the stage's; returns figures as a dict.
-    Call after stages.backend.use(backend_name)."""
-    from stages import backend
-    from stages.backbones import build_extractor
-    from stages.features import Extractor
+    Call after stages.devices.use(backend_name)."""
+    from transfer import devices
+    from transfer.backbones import build_extractor
+    from transfer.extractor import Extractor
 
     start = time.perf_counter()
-    device = backend.prepare_device(backend_name)
+    device = devices.prepare_device(backend_name)
     model = build_extractor(backbone, weights, image_size)
     extractor = Extractor(model, backend_name, batch_size, device.startswith("GPU"))
     # uint8 in host memory, as the stage's decoder hands batches over: copying them to the device is the model's.
@@ -90,10 +90,10 @@ def main() -> None:
 
     import psutil
 
-    from stages import backend
+    from transfer import devices
 
     born = psutil.Process().create_time()
-    keras = backend.use(args.backend)  # imports the backend: the fixed start-up cost of every stage that uses it
+    keras = devices.use(args.backend)  # imports the backend: the fixed start-up cost of every stage that uses it
     imported = time.time() - born
     weights = None if args.weights.lower() in ("none", "null") else args.weights
     result = model_only(args.backend, args.backbone, weights, args.image_size, args.batch_size, args.parts)

@@ -10,29 +10,16 @@ import argparse
 import shutil
 from pathlib import Path
 
-from stages import backend, params
-from stages.common import StageError, atomic_output, run
-from stages.feature_cache import load_classes
-
-
-def build_classifier(head, config: params.FeaturesParams):
-    import keras
-
-    from stages.backbones import build_extractor
-
-    extractor = build_extractor(config.backbone, config.weights, config.image_size)
-    images = keras.Input((None, None, 3), name="raw_images")
-    # Images of any size work; stages.predict resizes with the features stage's own decoder first (stages/images.py),
-    # which makes this layer an identity and predictions equal to the cached-feature path.
-    resized = keras.layers.Resizing(config.image_size, config.image_size, interpolation="bilinear", name="resize")(
-        images
-    )
-    # training=False pins BatchNorm to its learned statistics inside the combined graph.
-    return keras.Model(images, head(extractor(resized), training=False), name="classifier")
+from transfer import devices, params
+from transfer.classifier import build_classifier
+from transfer.cli import run
+from transfer.errors import StageError
+from transfer.feature_cache import load_classes
+from transfer.files import atomic_output
 
 
 def export(head_path: Path, features_dir: Path, classifier_path: Path, config: params.FeaturesParams) -> None:
-    keras = backend.use("tensorflow")
+    keras = devices.use("tensorflow")
 
     if not Path(head_path).is_file():
         raise StageError(f"{head_path} not found; run `dvc repro train` first")

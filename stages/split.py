@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages import params
-from stages.common import StageError, atomic_output, run
-
-PARTS = ("train", "val", "test")
+from transfer import params
+from transfer.cli import run
+from transfer.errors import StageError
+from transfer.files import atomic_output
+from transfer.manifests import PARTS
 
 
 def list_images(images_dir: Path) -> pd.DataFrame:

@@ -40,9 +40,9 @@ def server():
 def feature_cache(tmp_path_factory) -> dict[str, Path]:
     """Generated images, their split and cached features, made in-process once per session."""
     from stages.features import extract_features
-    from stages.params import FeaturesParams
     from stages.split import list_images, split_images, write_manifests
     from tools.synthetic import make_image_folders
+    from transfer.params import FeaturesParams
 
     root = tmp_path_factory.mktemp("cache")
     images, split, features = root / "images", root / "split", root / "features"

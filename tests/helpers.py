@@ -47,7 +47,7 @@ def stage_command(module: str, *args: str | Path) -> tuple[list[str], dict[str, 
 def run_stage(
     module: str, *args: str | Path, cwd: Path, params: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run a stage (or stages.predict) in its own process in cwd, as dvc.yaml does; params, when given, are
+    """Run a stage (or transfer.predict) in its own process in cwd, as dvc.yaml does; params, when given, are
     written to cwd/params.yaml first. The exit status is the caller's to check."""
     if params is not None:
         write_params(cwd, params)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from stages import backbones, params
+from transfer import backbones, params
 
 # keras.applications module whose preprocess_input each backbone must reproduce.
 KERAS_MODULES = {

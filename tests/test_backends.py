@@ -6,20 +6,20 @@ import sys
 import numpy as np
 import pytest
 
-from stages import backend
-from stages.common import StageError
 from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, run_stage
 from tools.scratch_repo import ROOT, small_params, subprocess_env
 from tools.synthetic import make_image_folders
+from transfer import devices
+from transfer.errors import StageError
 
 PARTS = ("train", "val", "test")
 
 
 def test_keras_cannot_switch_backend_inside_a_process():
-    keras = backend.use("tensorflow")
+    keras = devices.use("tensorflow")
     assert keras.config.backend() == "tensorflow"
     with pytest.raises(StageError, match="already running on tensorflow in this process, not jax"):
-        backend.use("jax")
+        devices.use("jax")
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +83,9 @@ def test_a_backend_that_is_not_installed_is_a_clear_error():
     # torch hidden from the import system, as on a machine without it.
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from stages import backend\n"
-        "from stages.common import run\n"
-        "run(lambda: backend.use('torch'))\n"
+        "from transfer import devices\n"
+        "from transfer.cli import run\n"
+        "run(lambda: devices.use('torch'))\n"
     )
     env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
@@ -96,9 +96,9 @@ def test_a_backend_that_is_not_installed_is_a_clear_error():
 
 def test_a_driver_without_a_visible_gpu_is_warned_about(monkeypatch, capsys):
     # A typical GPU machine with plain `tensorflow` installed: the driver answers, TensorFlow sees no GPU.
-    monkeypatch.setattr(backend, "nvidia_driver_present", lambda: True)
-    monkeypatch.setattr(backend, "gpu_name", lambda name: None)
-    assert backend.prepare_device("tensorflow") == "CPU (tensorflow)"
+    monkeypatch.setattr(devices, "nvidia_driver_present", lambda: True)
+    monkeypatch.setattr(devices, "gpu_name", lambda name: None)
+    assert devices.prepare_device("tensorflow") == "CPU (tensorflow)"
     warning = capsys.readouterr().err
     assert "an NVIDIA driver is installed but tensorflow sees no GPU" in warning
     assert "pip install -r requirements-gpu.txt" in warning
@@ -107,9 +107,9 @@ def test_a_driver_without_a_visible_gpu_is_warned_about(monkeypatch, capsys):
 @pytest.mark.e2e
 def test_the_exported_classifier_loads_and_agrees_on_jax(feature_cache, tmp_path):
     from stages.export import export
-    from stages.params import FeaturesParams, TrainParams
-    from stages.predict import load_classifier
     from stages.train import train
+    from transfer.params import FeaturesParams, TrainParams
+    from transfer.predict import load_classifier
 
     train(feature_cache["features"], tmp_path / "head.keras", tmp_path / "live", TrainParams(**SMALL_TRAIN))
     export(
@@ -124,9 +124,9 @@ def test_the_exported_classifier_loads_and_agrees_on_jax(feature_cache, tmp_path
     on_tensorflow = np.asarray(model.predict_on_batch(images))
     code = (
         "import sys, numpy as np\n"
-        "from stages import backend\n"
-        "keras = backend.use('jax')\n"
-        "import stages.backbones\n"
+        "from transfer import devices\n"
+        "keras = devices.use('jax')\n"
+        "import transfer.backbones\n"
         f"model = keras.models.load_model({str(tmp_path / 'classifier.keras')!r}, compile=False)\n"
         f"images = np.load({str(tmp_path / 'images.npy')!r})\n"
         f"np.save({str(tmp_path / 'jax.npy')!r}, np.asarray(model.predict_on_batch(images)))\n"

@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from stages import download
-from stages.common import StageError
 from tests.helpers import run_stage, stage_command
 from tools.scratch_repo import ROOT, md5_of, write_params
+from transfer import downloads
+from transfer.errors import StageError
 
 # Starts like a zip, as the stage checks before it keeps a file; the rest is random, so it never compresses.
 BODY = b"PK\x03\x04" + random.Random(0).randbytes(300_000)
@@ -31,7 +32,7 @@ def paths(tmp_path):
 
 
 def fetch(url: str, paths: dict, md5: str | None = MD5, **options):
-    return download.fetch(url, paths["dest"], md5, paths["partial"], **{**FAST, **options})
+    return downloads.fetch(url, paths["dest"], md5, paths["partial"], **{**FAST, **options})
 
 
 def partial_files(paths: dict) -> list[Path]:
@@ -58,11 +59,11 @@ def test_download_streams_with_progress_bar(server, paths, capsys):
 
 def test_archive_name_drops_query_string():
     url = "https://data.caltech.edu/records/x/files/caltech-101.zip?download=1"
-    assert download.archive_name(url) == "caltech-101.zip"
-    assert download.archive_name("file:///data/my%20set.tar.gz") == "my set.tar.gz"
-    assert download.archive_name("/data/own.tar") == "own.tar"
-    assert download.archive_name("https://example.com/") is None  # the server's Content-Disposition names it
-    assert download.archive_name("https://example.com") is None
+    assert downloads.archive_name(url) == "caltech-101.zip"
+    assert downloads.archive_name("file:///data/my%20set.tar.gz") == "my set.tar.gz"
+    assert downloads.archive_name("/data/own.tar") == "own.tar"
+    assert downloads.archive_name("https://example.com/") is None  # the server's Content-Disposition names it
+    assert downloads.archive_name("https://example.com") is None
 
 
 def test_interrupted_transfer_resumes_with_range_request(server, paths, capsys):
@@ -336,7 +337,7 @@ def test_non_archive_without_md5_is_refused_but_archives_of_every_kind_pass(tmp_
     for kind, body in kinds.items():
         source = tmp_path / f"source.{kind}"
         source.write_bytes(body)
-        download.fetch(str(source), tmp_path / "out" / kind, None, paths["partial"])
+        downloads.fetch(str(source), tmp_path / "out" / kind, None, paths["partial"])
         assert (tmp_path / "out" / kind).read_bytes() == body
     text = tmp_path / "notes.zip"
     text.write_text("just text, named .zip\n")
@@ -374,7 +375,7 @@ def test_tilde_in_a_local_path_expands(tmp_path, paths, monkeypatch):
     (tmp_path / "datasets" / "archive.zip").write_bytes(BODY)
     fetch("~/datasets/archive.zip", paths)
     assert md5_of(paths["dest"]) == MD5
-    assert download.archive_name("~/datasets/archive.zip") == "archive.zip"
+    assert downloads.archive_name("~/datasets/archive.zip") == "archive.zip"
 
 
 def test_host_name_that_does_not_resolve_fails_fast_pointing_offline(paths):

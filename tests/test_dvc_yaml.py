@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params
 from tools.scratch_repo import ROOT
+from transfer import params
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 SECTIONS = {
@@ -55,7 +55,7 @@ def imported_modules(path: Path) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from stages import params`
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from transfer import params`
     return names
 
 
@@ -92,9 +92,9 @@ def test_stage_depends_on_exactly_the_modules_it_executes(name):
 
 
 def test_the_import_walk_sees_imports_inside_functions():
-    # features imports stages.backbones only inside a function (after choosing the Keras backend); the walk must
+    # features imports transfer.backbones only inside a function (after choosing the Keras backend); the walk must
     # still find it.
-    assert "stages/backbones.py" in relative(executed_files("stages.features"))
+    assert "transfer/backbones.py" in relative(executed_files("stages.features"))
     assert "stages/__init__.py" in relative(executed_files("stages.train"))
     assert relative(executed_files("json")) == set()
 

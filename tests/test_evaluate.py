@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from stages.common import StageError
 from stages.evaluate import evaluate, score
-from stages.params import TrainParams
 from stages.train import train
 from tests.helpers import SMALL_TRAIN
+from transfer.errors import StageError
+from transfer.params import TrainParams
 
 METRIC_KEYS = {"accuracy", "loss", "top5_accuracy", "balanced_accuracy", "macro_f1", "n_test"}
 

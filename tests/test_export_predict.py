@@ -4,20 +4,21 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from stages.export import export
-from stages.feature_cache import load_classes, load_part
-from stages.features import read_manifests
-from stages.images import load_image
-from stages.params import FeaturesParams, TrainParams
-from stages.predict import load_classifier, predict
 from stages.train import train
-from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, run_stage
+from tests.helpers import SMALL_FEATURES, SMALL_TRAIN
 from tools.scratch_repo import ROOT, subprocess_env
+from transfer.feature_cache import load_classes, load_part
+from transfer.images import load_image
+from transfer.manifests import read_manifests
+from transfer.params import FeaturesParams, TrainParams
+from transfer.predict import load_classifier, predict
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,9 @@ def exported(feature_cache, tmp_path_factory):
 
 
 def run_predict(*args):
-    return run_stage("predict", *args, cwd=ROOT, timeout=300)
+    """The `predict` command setup.sh installs into the environment, as users run it."""
+    command = [str(Path(sys.executable).with_name("predict")), *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
 
 
 def test_classifier_on_raw_images_agrees_with_the_cached_pipeline(exported, feature_cache):
@@ -73,7 +76,7 @@ def test_predict_prints_top_k_per_image(exported, feature_cache, capsys):
     )
 
     # --json through the command's own main(), in this process (the CLI wrapper is exercised above).
-    from stages.predict import main
+    from transfer.predict import main
 
     main([images[0]], exported / "classifier.keras", top=5, as_json=True)
     parsed = json.loads(capsys.readouterr().out)
@@ -125,15 +128,15 @@ def test_predict_on_every_image_format_matches_pillow_pixels(exported, tmp_path)
 def test_predict_runs_from_any_directory_without_start_up_noise(exported, feature_cache, tmp_path):
     # A copy of the project whose models/ holds the classifier: the default --model is found from anywhere.
     project = tmp_path / "project"
-    shutil.copytree(ROOT / "stages", project / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "transfer", project / "transfer", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(exported, project / "models")
     image = sorted(feature_cache["images"].rglob("*.jpg"))[0]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = subprocess.run(
-        [sys.executable, str(project / "stages" / "predict.py"), str(image)],
+        [sys.executable, "-m", "transfer.predict", str(image)],
         cwd=elsewhere,
-        env=subprocess_env(),
+        env={**subprocess_env(), "PYTHONPATH": str(project)},
         capture_output=True,
         text=True,
         timeout=300,

@@ -16,11 +16,11 @@ import yaml
 from PIL import Image
 
 from stages import extract
-from stages.common import StageError
 from tests.helpers import run_stage
 from tools import synthetic
 from tools.scratch_repo import ROOT
 from tools.synthetic import make_image
+from transfer.errors import StageError
 
 EXCLUDE = ("BACKGROUND_Google",)
 

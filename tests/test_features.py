@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import backbones
-from stages.common import StageError
-from stages.feature_cache import load_classes, load_part
-from stages.features import extract_features, read_manifests
-from stages.images import load_image
-from stages.params import FeaturesParams
+from stages.features import extract_features
 from tests.helpers import SMALL_FEATURES
+from transfer import backbones
+from transfer.errors import StageError
+from transfer.feature_cache import load_classes, load_part
+from transfer.images import load_image
+from transfer.manifests import read_manifests
+from transfer.params import FeaturesParams
 
 
 def test_arrays_have_one_float32_row_per_manifest_line(feature_cache):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from stages.features import ImageDecoder
-from stages.images import ImageError, check_image, load_image
 from tools.image_corpus import make_corpus, picture
+from transfer.decoder import ImageDecoder
+from transfer.images import ImageError, check_image, load_image
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_a_folder_or_missing_file_is_refused(tmp_path):
 
 
 def test_a_file_failing_at_features_time_is_named_with_what_to_do(tmp_path):
-    from stages.common import StageError
+    from transfer.errors import StageError
 
     bad = tmp_path / "cls" / "changed.jpg"
     bad.parent.mkdir()
@@ -142,18 +142,18 @@ def test_the_extract_stage_keeps_every_file_the_decoder_reads(corpus, tmp_path):
 
 
 def test_the_decoder_fits_its_buffers_in_the_shared_memory_there_is(monkeypatch, corpus):
-    from stages import features
-    from stages.common import StageError
+    from transfer import decoder as decoder_module
+    from transfer.errors import StageError
 
     folder, samples = corpus
     batch_bytes = 4 * 32 * 32 * 3
-    monkeypatch.setattr(features, "_shared_memory_free", lambda: 7 * batch_bytes)  # e.g. Docker's 64 MiB
+    monkeypatch.setattr(decoder_module, "_shared_memory_free", lambda: 7 * batch_bytes)  # e.g. Docker's 64 MiB
     with ImageDecoder(32, batch_size=4, workers=8) as decoder:
         assert decoder.n_slots == 3  # not workers + 3
         paths = [str(folder / sample.name) for sample in samples]
         np.testing.assert_array_equal(
             np.concatenate([b.copy() for b in decoder.batches(paths)])[5], pillow_pixels(paths[5], 32)
         )
-    monkeypatch.setattr(features, "_shared_memory_free", lambda: 2 * batch_bytes)
+    monkeypatch.setattr(decoder_module, "_shared_memory_free", lambda: 2 * batch_bytes)
     with pytest.raises(StageError, match=r"shared memory \(/dev/shm\) has 0 MiB free.*features.batch_size"):
         ImageDecoder(32, batch_size=4, workers=2)

@@ -1,4 +1,4 @@
-"""stages/params.py: every key checked for type and range before any work; unknown keys get a suggestion."""
+"""transfer/params.py: every key checked for type and range before any work; unknown keys get a suggestion."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params
-from stages.common import StageError
 from tests.helpers import run_stage
 from tools.scratch_repo import ROOT
+from transfer import params
+from transfer.errors import StageError
 
 GOOD = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -249,7 +249,7 @@ def test_nothing_loaded_nothing_checked(fresh_tracking):
 
 
 def test_run_exits_1_when_params_changed_while_the_stage_ran(fresh_tracking, capsys):
-    from stages.common import run
+    from transfer.cli import run
 
     def stage():
         assert params.load(fresh_tracking).train.seed == 42

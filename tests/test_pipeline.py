@@ -15,17 +15,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stages.download import fetch
 from stages.evaluate import evaluate
 from stages.extract import extract
-from stages.feature_cache import load_classes
 from stages.features import extract_features
-from stages.params import FeaturesParams, TrainParams
 from stages.split import list_images, split_images, write_manifests
 from stages.train import train
 from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, dvc, make_repo
 from tools.scratch_repo import md5_of, read_params, small_params, stages_restored, stages_run, write_params
 from tools.synthetic import make_archive
+from transfer.downloads import fetch
+from transfer.feature_cache import load_classes
+from transfer.params import FeaturesParams, TrainParams
 
 STAGES = ["download", "extract", "split", "features", "train", "evaluate", "export"]
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common import StageError
 from tools import report as report_tool
 from tools.scratch_repo import (
     ROOT,
@@ -36,6 +35,7 @@ from tools.scratch_repo import (
     write_params,
 )
 from tools.synthetic import make_archive
+from transfer.errors import StageError
 
 REPORT_WORKFLOW = ROOT / ".github/workflows/report.yml"
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from stages import split
-from stages.common import StageError
 from tests.helpers import run_stage
 from tools.scratch_repo import ROOT
+from transfer.errors import StageError
 
 # Class sizes where rounding up and rounding down give different splits.
 SIZES = {"airplanes": 40, "ant": 3, "beaver": 7, "camera": 10, "cannon": 15, "zebra": 31}

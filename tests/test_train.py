@@ -7,9 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from stages.params import TrainParams
-from stages.train import dense_head, fit_logistic, train
+from stages.train import train
 from tests.helpers import SMALL_TRAIN
+from transfer.heads import dense_head, fit_logistic
+from transfer.params import TrainParams
 
 
 def test_dense_head_has_the_tutorials_layers():

@@ -4,10 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from stages.common import StageError
 from stages.features import extract_features
-from stages.params import FeaturesParams
 from tests.helpers import SMALL_FEATURES
+from transfer.errors import StageError
+from transfer.params import FeaturesParams
 
 SIZE = 32
 
@@ -30,7 +30,7 @@ def saved_weights(tmp_path_factory):
 
 
 def test_legacy_and_keras3_weight_files_give_the_same_features(saved_weights):
-    from stages.backbones import build_extractor
+    from transfer.backbones import build_extractor
 
     images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.uint8)
     modern = np.asarray(build_extractor("resnet50", str(saved_weights["modern"]), SIZE)(images))

@@ -1,5 +1,5 @@
 """A corpus of image files in every format and mode people feed an image classifier, with the pixels each
-should decode to, for testing the shared decoder (stages/images.py) through every path that reads images.
+should decode to, for testing the shared decoder (transfer/images.py) through every path that reads images.
 
 Each file is written from a known RGB picture, so the expected pixels come from the picture itself (or its
 palette), not from the decoder under test; lossy formats carry a tolerance.

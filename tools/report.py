@@ -22,7 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages.common import StageError, run
+from transfer.cli import run
+from transfer.errors import StageError
 
 TEST_METRICS = "metrics/test.json"
 PER_CLASS = "metrics/per_class.csv"

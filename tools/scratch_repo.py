@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "tools", ".gitignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "transfer", "tools", ".gitignore")
 
 
 class CommandFailed(RuntimeError):

@@ -13,8 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from stages.common import StageError
-from stages.params import BACKENDS
+from transfer.errors import StageError
+from transfer.params import BACKENDS
 
 GPU_INSTALL = {  # what a user runs to get the GPU build of each backend (README, "Backends and GPUs")
     "tensorflow": "pip install -r requirements-gpu.txt",

@@ -1,6 +1,6 @@
 """The frozen backbones: one definition shared by features, export and predict, on any Keras backend.
 
-Import this module after `stages.backend.use()` has chosen the backend.
+Import this module after `stages.devices.use()` has chosen the backend.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from stages.common import StageError
+from transfer.errors import StageError
 
 # Seeds the random initialisation when features.weights is null (drawn with NumPy: the same on every backend).
 RANDOM_INIT_SEED = 1234

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from stages.common import StageError
+from transfer.errors import StageError
 
 BACKBONES = (
     "resnet50",
@@ -26,7 +26,7 @@ BACKBONES = (
     "convnexttiny",
 )
 HEADS = ("dense", "logistic")
-# Keras 3 backends the features stage can run on (stages/backend.py).
+# Keras 3 backends the features stage can run on (transfer/devices.py).
 BACKENDS = ("tensorflow", "jax", "torch")
 
 # What this process loaded, and the keys it has read since: run() checks those against params.yaml at the end.

@@ -1,4 +1,4 @@
-"""Helpers every stage shares: errors, atomic outputs, stable JSON, the CLI wrapper."""
+"""Writing outputs so that the next stage never reads a half-written one: atomic renames, stable JSON."""
 
 from __future__ import annotations
 
@@ -6,32 +6,8 @@ import contextlib
 import json
 import os
 import shutil
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-
-
-class StageError(Exception):
-    """A problem the user can fix; the CLI prints it without a traceback and exits with status 1."""
-
-
-def run(main: Callable[[], object]) -> None:
-    """Run a stage's CLI entry point, turning StageError and Ctrl-C into a message and a non-zero exit.
-
-    A stage that read params.yaml fails at the end if the keys it read were edited meanwhile: DVC records
-    params.yaml as it is after the command exits.
-    """
-    from stages import params  # here, not at the top: params imports this module
-
-    try:
-        main()
-        params.check_unchanged()
-    except StageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 def remove(path: Path) -> None:

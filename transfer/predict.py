@@ -1,10 +1,11 @@
-"""Classify images with the exported model: `python -m stages.predict IMAGE_OR_FOLDER [...]`.
+"""Classify images with the exported model: `python -m transfer.predict IMAGE_OR_FOLDER [...]`.
 
 Prints each image's path, then its top classes as `label<TAB>probability` lines; --json prints the same
 as JSON. A folder stands for the image files in it (and its subfolders). A path that is not a readable
 image is named on stderr with the reason, the others are still classified, and the exit status is 1.
-Runs from any directory (`python path/to/stages/predict.py ...` too); the default model is the project's
-models/classifier.keras. Not a pipeline stage: it uses what `dvc repro` exported.
+Runs from any directory as the `predict` command that `setup.sh` installs into .venv (or `python -m
+transfer.predict`); the default model is the project's models/classifier.keras. Not a pipeline stage: it uses what
+`dvc repro` exported.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ import json
 import sys
 from pathlib import Path
 
+from transfer import devices
+from transfer.cli import run
+from transfer.errors import StageError
+from transfer.images import SUFFIXES, ImageError, load_image
+
 PROJECT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a script from anywhere: make `stages` importable
-    sys.path.insert(0, str(PROJECT))
-
-from stages import backend  # noqa: E402
-from stages.common import StageError, run  # noqa: E402
-from stages.images import SUFFIXES, ImageError, load_image  # noqa: E402
-
 DEFAULT_MODEL = PROJECT / "models" / "classifier.keras"
 BATCH_SIZE = 32
 
@@ -34,8 +33,8 @@ def load_classifier(model_path: Path):
             raise StageError(
                 f"{path} not found; run `dvc repro` in {PROJECT} to train and export the classifier, or pass --model"
             )
-    keras = backend.use("tensorflow")
-    import stages.backbones  # noqa: F401  registers the Preprocess layer the model uses
+    keras = devices.use("tensorflow")
+    import transfer.backbones  # noqa: F401  registers the Preprocess layer the model uses
 
     try:
         model = keras.models.load_model(model_path, compile=False)
@@ -110,7 +109,8 @@ def main(paths: list[Path], model_path: Path, top: int, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `predict` console script."""
     parser = argparse.ArgumentParser(description="Classify images with the exported classifier.")
     parser.add_argument("images", type=Path, nargs="+", help="image files or folders of them")
     parser.add_argument(
@@ -120,3 +120,7 @@ if __name__ == "__main__":
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args()
     run(lambda: main(args.images, args.model, args.top, args.json))
+
+
+if __name__ == "__main__":
+    cli()

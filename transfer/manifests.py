@@ -1,0 +1,21 @@
+"""The split's manifests: data/split/<part>.csv, one row per image (path relative to data/images, label)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from transfer.errors import StageError
+
+PARTS = ("train", "val", "test")
+
+
+def read_manifests(split_dir: Path) -> dict[str, pd.DataFrame]:
+    manifests = {}
+    for part in PARTS:
+        path = Path(split_dir) / f"{part}.csv"
+        if not path.is_file():
+            raise StageError(f"{path} not found; run `dvc repro split` first")
+        manifests[part] = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return manifests
