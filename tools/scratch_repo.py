@@ -1,6 +1,6 @@
 """Throwaway git + DVC repositories holding this project's pipeline, for tools/check_reproducible.py and tests.
 
-make_repo() copies the pipeline files (dvc.yaml, params.yaml, stages/, tools/, .gitignore) into a new folder,
+make_repo() copies the pipeline files (dvc.yaml, params.yaml, stages/, transfer/, tools/, .gitignore) into a new folder,
 writes the given params, runs `git init` and `dvc init` and commits. small_params() gives the params of the
 small CPU runs: a local (or locally served) archive, the random-init backbone at 32 px, a short training.
 run()/dvc()/git() run commands with DVC's analytics off and this interpreter's bin/ first on PATH, raising
