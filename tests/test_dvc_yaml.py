@@ -8,7 +8,6 @@ fails here until dvc.yaml says so; otherwise `dvc status` would call stale outpu
 from __future__ import annotations
 
 import ast
-import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,12 +19,7 @@ from tools.scratch_repo import ROOT
 from transfer import params
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-SECTIONS = {
-    "data": params.DataParams,
-    "split": params.SplitParams,
-    "features": params.FeaturesParams,
-    "train": params.TrainParams,
-}
+SECTIONS = params.SECTIONS
 
 
 def module_files(name: str) -> list[Path]:
@@ -123,10 +117,7 @@ def keys_read(module: str) -> set[str]:
         if isinstance(node.value, ast.Name)
     }
     return {
-        f"{section}.{field.name}"
-        for section in sections
-        for field in dataclasses.fields(SECTIONS[section])
-        if field.name in attributes
+        f"{section}.{field}" for section in sections for field in SECTIONS[section].model_fields if field in attributes
     }
 
 
@@ -138,7 +129,7 @@ def declared_keys(stage: dict) -> set[str]:
         if "." in entry:
             keys.add(entry)
         else:
-            keys.update(f"{entry}.{field.name}" for field in dataclasses.fields(SECTIONS[entry]))
+            keys.update(f"{entry}.{field}" for field in SECTIONS[entry].model_fields)
     return keys
 
 

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from transfer import params
 from transfer.errors import StageError
 
 # Seeds the random initialisation when features.weights is null (drawn with NumPy: the same on every backend).
@@ -26,14 +27,7 @@ class Backbone:
     preprocess: str  # "caffe": RGB->BGR minus ImageNet mean; "tf": scale to [-1, 1]; "none": built into the model
 
 
-BACKBONES = {
-    "resnet50": Backbone("ResNet50", "caffe"),
-    "resnet101": Backbone("ResNet101", "caffe"),
-    "resnet50v2": Backbone("ResNet50V2", "tf"),
-    "efficientnetv2b0": Backbone("EfficientNetV2B0", "none"),
-    "mobilenetv3large": Backbone("MobileNetV3Large", "none"),
-    "convnexttiny": Backbone("ConvNeXtTiny", "none"),
-}
+BACKBONES = {name: Backbone(*spec) for name, spec in params.BACKBONES.items()}
 
 
 @keras.saving.register_keras_serializable(package="transfer_learning")
