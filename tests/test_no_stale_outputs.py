@@ -4,11 +4,13 @@ models/ although DVC rolled back the ignore entries of that first run (treeverse
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tools.scratch_repo import (
@@ -26,7 +28,7 @@ from tools.synthetic import make_archive
 
 pytestmark = pytest.mark.e2e
 
-LONG_TRAINING = 150  # epochs: several seconds, time enough to edit params.yaml while train runs
+LONG_TRAINING = 150  # epochs: far more than the moment between its first epoch line and the pause below
 
 
 def wait_for(log: Path, text: str, process: subprocess.Popen, seconds: float) -> None:
@@ -35,6 +37,13 @@ def wait_for(log: Path, text: str, process: subprocess.Popen, seconds: float) ->
         assert process.poll() is None, f"dvc repro ended before {text!r}:\n{log.read_text()[-4000:]}"
         assert time.monotonic() < deadline, f"no {text!r} within {seconds} s:\n{log.read_text()[-4000:]}"
         time.sleep(0.1)
+
+
+def train_process(dvc_process: subprocess.Popen) -> psutil.Process:
+    children = psutil.Process(dvc_process.pid).children(recursive=True)
+    found = [p for p in children if "stages.train" in " ".join(p.cmdline())]
+    assert found, "the train stage's process is gone: it finished before it could be paused"
+    return found[0]
 
 
 def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_path):
@@ -53,9 +62,13 @@ def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_p
         )
     try:
         wait_for(log, "Epoch 1/", process, seconds=480)  # train has loaded its params and is training
+        # Paused while params.yaml is edited, so the edit lands during the run however fast the machine trains.
+        train = train_process(process)
+        train.send_signal(signal.SIGSTOP)
         params = read_params(repo)
         params["train"]["epochs"] = 2
         write_params(repo, params)
+        train.send_signal(signal.SIGCONT)
         process.wait(timeout=300)
     finally:
         if process.poll() is None:
@@ -66,7 +79,7 @@ def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_p
     assert f"params.yaml changed while the stage ran (train.epochs {LONG_TRAINING} -> 2)" in text, text[-4000:]
     assert stages_run(text) == ["download", "extract", "split", "features", "train"]
 
-    # dvc.lock must not claim the 400-epoch head was made with epochs: 2.
+    # dvc.lock must not claim the long-trained head was made with epochs: 2.
     assert dvc(repo, "status", "-q", check=False).returncode == 1
     assert "train" in dvc(repo, "status").stdout
     porcelain = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
