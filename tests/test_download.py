@@ -20,8 +20,20 @@ from tools.scratch_repo import ROOT, md5_of, write_params
 from transfer import downloads
 from transfer.errors import StageError
 
-# Starts like a zip, as the stage checks before it keeps a file; the rest is random, so it never compresses.
-BODY = b"PK\x03\x04" + random.Random(0).randbytes(300_000)
+
+def zip_body(seed: int = 0, size: int = 300_000) -> bytes:
+    """A real zip (the stage checks that a file is a whole archive before it keeps it) of one random, so
+    incompressible, file."""
+    import io
+    import zipfile
+
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("class_0/image.jpg", random.Random(seed).randbytes(size))
+    return data.getvalue()
+
+
+BODY = zip_body()
 MD5 = hashlib.md5(BODY).hexdigest()
 FAST = dict(timeout=1, retries=1, backoff=0)
 
@@ -78,12 +90,10 @@ def test_interrupted_transfer_resumes_with_range_request(server, paths, capsys):
 
 
 def test_transfer_cut_several_times_makes_progress_each_time(server, paths):
-    url = server.add("/cuts/archive.zip", BODY, cut_after=100_000, cuts=4)
-    fetch(url, paths, retries=4)
+    url = server.add("/cuts/archive.zip", BODY, cut_after=60_000, cuts=4)
+    fetch(url, paths, retries=1)  # retries count failures in a row without progress
     seen = ranges(server, "/cuts/archive.zip")
-    starts = [int(r.removeprefix("bytes=").rstrip("-")) for r in seen[1:]]
-    assert len(seen) == 5 and seen[0] is None
-    assert starts == sorted(starts) and len(set(starts)) == 4  # every retry resumed further on
+    assert seen == [None, "bytes=60000-", "bytes=120000-", "bytes=180000-", "bytes=240000-"]  # no byte lost
     assert md5_of(paths["dest"]) == MD5
 
 
@@ -97,12 +107,12 @@ def test_server_ignoring_range_starts_over(server, paths, capsys):
 
 
 def test_stale_partial_longer_than_file_starts_over(server, paths):
-    longer = random.Random(1).randbytes(200_000)
+    longer = zip_body(1, 200_000)
     url = server.add("/stale/archive.zip", longer, cut_after=150_000)
     with pytest.raises(StageError, match="partial file .* is kept"):
         fetch(url, paths, md5=hashlib.md5(longer).hexdigest(), retries=0)
     # The file on the server is replaced by a shorter one: resuming past its end gets HTTP 416.
-    shorter = BODY[:50_000]
+    shorter = zip_body(2, 50_000)
     server.add("/stale/archive.zip", shorter)
     fetch(url, paths, md5=hashlib.md5(shorter).hexdigest())
     assert ranges(server, "/stale/archive.zip")[0].startswith("bytes=")
@@ -241,7 +251,7 @@ def test_cli_success(server, tmp_path):
 
 @pytest.mark.e2e
 def test_ctrl_c_keeps_partial_and_next_run_resumes(server, tmp_path):
-    body = b"PK\x03\x04" + random.Random(2).randbytes(2_000_000)
+    body = zip_body(2, 2_000_000)
     url = server.add("/slow/archive.zip", body, bytes_per_second=250_000)
     route = server.routes["/slow/archive.zip"]
     cwd = tmp_path
@@ -467,7 +477,8 @@ def test_tar_gz_served_with_content_encoding_gzip_is_saved_as_stored(server, pat
 
 def test_body_cut_short_with_no_length_never_reaches_raw(server, paths):
     body = tar_gz(6)
-    url = server.add("/http10/data.tar.gz", body, no_length=True, cut_after=len(body) // 2, cuts=5)
+    # An HTTP/1.0 server that does not resume either: every try ends at the same place.
+    url = server.add("/http10/data.tar.gz", body, no_length=True, cut_after=len(body) // 2, cuts=5, ignore_range=True)
     with pytest.raises(StageError) as caught:
         fetch(url, paths, md5=None, retries=1)
     assert "end is missing" in str(caught.value)
@@ -493,7 +504,7 @@ def test_no_length_archive_cut_at_any_point_is_caught(server, paths, kind, tmp_p
             info.size = 100_000
             tar.addfile(info, io.BytesIO(random.Random(7).randbytes(100_000)))
     body = data.getvalue()
-    for cut in (len(body) - 600, len(body) // 2):
+    for cut in (len(body) - 600, len(body) // 2) if kind == "zip" else (len(body) // 2, 600):
         url = server.add(f"/http10-{kind}-{cut}/data.{kind}", body, no_length=True, cut_after=cut, ignore_range=True)
         with pytest.raises(StageError, match="end is missing"):
             fetch(url, paths, md5=None, retries=0)
@@ -655,7 +666,7 @@ def test_refused_formats_are_named_for_a_local_path_and_a_url(server, paths, tmp
         fetch(str(source), paths, md5=None)
     local = str(caught.value)
     assert what in local and str(source) in local and "not a zip or tar archive" in local
-    assert "sent" not in local and "downloads again" not in local  # it is a file here, not a server's answer
+    assert " sent " not in local and "downloads again" not in local  # it is a file here, not a server's answer
     url = server.add(f"/refused/{name}", body)
     with pytest.raises(StageError) as caught:
         fetch(url, paths, md5=None)
