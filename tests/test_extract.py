@@ -754,3 +754,31 @@ def test_when_it_cannot_decide_the_error_lists_what_it_found(out, tmp_path):
     assert "holds no class folders" in message
     assert "docs.zip > caltech-101/notes.tar.xz (no images)" in message
     assert "docs.zip > caltech-101/broken.tar.gz (cannot be read" in message
+
+
+# --- Pillow's warnings name the file (issue 19) ----------------------------------------------------
+
+
+def jpeg_with_corrupt_exif() -> bytes:
+    """A JPEG whose EXIF block has a tag whose data lies past the block's end, as broken camera software writes."""
+    import struct
+
+    tiff = struct.pack("<2sHI", b"II", 42, 8) + struct.pack("<HHHII", 1, 0x010E, 2, 1000, 0x2000) + bytes(4)
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(out, "JPEG", exif=b"Exif\x00\x00" + tiff)
+    return out.getvalue()
+
+
+def test_pillow_warnings_name_the_file_in_extract_and_in_the_decoder_workers(out, tmp_path, capfd):
+    from transfer.decoder import ImageDecoder
+
+    archive = make_zip(tmp_path / "exif.zip", {**good_classes(), "class_0/broken_exif.jpg": jpeg_with_corrupt_exif()})
+    report = run_extract(archive, out, exclude=())
+    assert report["images_per_class"] == {"class_0": 4, "class_1": 3}  # the pixels are fine: kept
+    warned = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warned and all("class_0/broken_exif.jpg: " in line for line in warned), warned
+    path = out["images"] / "class_0" / "broken_exif.jpg"
+    with ImageDecoder(32, batch_size=2, workers=1) as decoder:
+        list(decoder.batches([str(path)]))
+    err = capfd.readouterr().err
+    assert f"warning: {path}: " in err and "UserWarning" not in err
