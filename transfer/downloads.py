@@ -154,9 +154,10 @@ def _refusal(url: str, source: Path | None, problem: archive_check.Problem, had_
             f"{problem.advice[1:]}, then set data.url in params.yaml to the new file"
         )
     shown = redact(url)
-    what = f"{problem.what}, though the whole body arrived (the server's copy is broken)" if problem.incomplete else (
-        f"{problem.what}, not a zip or tar archive"
-    )  # fmt: skip
+    if problem.incomplete:  # the whole body arrived (a short one is retried): the server's copy is broken
+        what = f"{problem.what}, though the whole body arrived (the server's copy is broken)"
+    else:
+        what = f"{problem.what}, not a zip or tar archive"
     pinned = " (and its md5 matches data.md5: that file itself is the wrong one)" if had_md5 else ""
     return StageError(
         f"{shown} sent {what}{pinned}; nothing was kept, so the next `dvc repro` downloads again. "
