@@ -14,6 +14,7 @@ from transfer import params
 from transfer.cli import run
 from transfer.downloads import archive_name, receive
 from transfer.files import atomic_output, remove
+from transfer.redact import redact
 
 
 def download(url: str, raw_dir: Path, md5: str | None, partial_dir: Path, **options) -> Path:
@@ -28,12 +29,13 @@ def download(url: str, raw_dir: Path, md5: str | None, partial_dir: Path, **opti
     return dest
 
 
-def main(raw_dir: Path, partial_dir: Path, timeout: float, retries: int) -> None:
+def main(raw_dir: Path, partial_dir: Path, **options) -> None:
+    """Options (transfer/downloads.py DEFAULTS): timeout, retries, backoff, max_wait, time_limit (seconds)."""
     data = params.load().data
     remove(Path(raw_dir))  # one archive in data/raw: the one data.url names
     Path(raw_dir).mkdir(parents=True)
-    dest = download(data.url, raw_dir, data.md5, partial_dir, timeout=timeout, retries=retries)
-    print(f"downloaded {data.url} -> {dest}")
+    dest = download(data.url, raw_dir, data.md5, partial_dir, **options)
+    print(f"downloaded {redact(data.url)} -> {dest}")
 
 
 if __name__ == "__main__":
@@ -43,6 +45,11 @@ if __name__ == "__main__":
         "--partial-dir", type=Path, default=Path("data/.partial"), help="where interrupted downloads wait"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
-    parser.add_argument("--retries", type=int, default=5, help="retries after a transient failure")
+    parser.add_argument("--retries", type=int, default=5, help="retries in a row without progress before giving up")
+    parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry (then doubling)")
+    parser.add_argument("--max-retry-wait", type=float, default=300.0, help="cap on a server's Retry-After (s)")
+    parser.add_argument("--time-limit", type=float, default=1800.0, help="no retry starts after this many seconds")
     args = parser.parse_args()
-    run(lambda: main(args.raw_dir, args.partial_dir, args.timeout, args.retries))
+    options = dict(timeout=args.timeout, retries=args.retries, backoff=args.backoff)
+    options.update(max_wait=args.max_retry_wait, time_limit=args.time_limit)
+    run(lambda: main(args.raw_dir, args.partial_dir, **options))

@@ -16,7 +16,7 @@ from transfer.archives import MAX_UNPACKED_BYTES
 from transfer.class_folders import collect_images, locate_class_root
 from transfer.cli import run
 from transfer.errors import StageError
-from transfer.files import atomic_output, remove, write_json
+from transfer.files import atomic_output, disk_space, remove, write_json
 
 
 def extract(
@@ -26,7 +26,8 @@ def extract(
     scratch = images_dir.with_name(f".{images_dir.name}.unpack")
     remove(scratch)
     try:
-        root, where, skipped = locate_class_root(Path(archive), scratch, max_bytes)
+        with disk_space(images_dir.parent):  # unpacking writes a copy of the archive's contents there
+            root, where, skipped = locate_class_root(Path(archive), scratch, max_bytes)
         print(f"class folders found in {where}", file=sys.stderr)
         with atomic_output(images_dir) as tmp:
             tmp.mkdir()

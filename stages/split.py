@@ -39,6 +39,7 @@ def split_images(images: pd.DataFrame, test: float, val: float, seed: int) -> di
     from sklearn.model_selection import train_test_split
 
     parts: dict[str, list[pd.DataFrame]] = {part: [] for part in PARTS}
+    too_small = {}
     for label, group in images.groupby("label", sort=True):
         try:
             rest, test_rows = train_test_split(group, test_size=test, random_state=seed)
@@ -46,12 +47,23 @@ def split_images(images: pd.DataFrame, test: float, val: float, seed: int) -> di
         except ValueError:
             train_rows = ()
         if len(train_rows) == 0:
-            raise StageError(
-                f"class {label!r} has {len(group)} images, too few to give train, validation and test one each; "
-                "add images, lower split.test/split.val, or drop the class with data.exclude"
-            )
+            too_small[label] = len(group)
+            continue
         for part, rows in zip(PARTS, (train_rows, val_rows, test_rows), strict=True):
             parts[part].append(rows)
+    if too_small:  # every such class at once, so one fix and one rerun do
+        todo = "add images, lower split.test/split.val, or drop {} with data.exclude"
+        if len(too_small) == 1:
+            ((label, n),) = too_small.items()
+            raise StageError(
+                f"class {label!r} has {n} images, too few to give train, validation and test one each; "
+                + todo.format("the class")
+            )
+        named = ", ".join(f"{label!r} ({n} images)" for label, n in too_small.items())
+        raise StageError(
+            f"{len(too_small)} classes have too few images to give train, validation and test one each: {named}; "
+            + todo.format("them")
+        )
     return {part: pd.concat(frames).sort_values(["label", "path"], ignore_index=True) for part, frames in parts.items()}
 
 

@@ -20,8 +20,20 @@ from tools.scratch_repo import ROOT, md5_of, write_params
 from transfer import downloads
 from transfer.errors import StageError
 
-# Starts like a zip, as the stage checks before it keeps a file; the rest is random, so it never compresses.
-BODY = b"PK\x03\x04" + random.Random(0).randbytes(300_000)
+
+def zip_body(seed: int = 0, size: int = 300_000) -> bytes:
+    """A real zip (the stage checks that a file is a whole archive before it keeps it) of one random, so
+    incompressible, file."""
+    import io
+    import zipfile
+
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("class_0/image.jpg", random.Random(seed).randbytes(size))
+    return data.getvalue()
+
+
+BODY = zip_body()
 MD5 = hashlib.md5(BODY).hexdigest()
 FAST = dict(timeout=1, retries=1, backoff=0)
 
@@ -78,12 +90,10 @@ def test_interrupted_transfer_resumes_with_range_request(server, paths, capsys):
 
 
 def test_transfer_cut_several_times_makes_progress_each_time(server, paths):
-    url = server.add("/cuts/archive.zip", BODY, cut_after=100_000, cuts=4)
-    fetch(url, paths, retries=4)
+    url = server.add("/cuts/archive.zip", BODY, cut_after=60_000, cuts=4)
+    fetch(url, paths, retries=1)  # retries count failures in a row without progress
     seen = ranges(server, "/cuts/archive.zip")
-    starts = [int(r.removeprefix("bytes=").rstrip("-")) for r in seen[1:]]
-    assert len(seen) == 5 and seen[0] is None
-    assert starts == sorted(starts) and len(set(starts)) == 4  # every retry resumed further on
+    assert seen == [None, "bytes=60000-", "bytes=120000-", "bytes=180000-", "bytes=240000-"]  # no byte lost
     assert md5_of(paths["dest"]) == MD5
 
 
@@ -97,12 +107,12 @@ def test_server_ignoring_range_starts_over(server, paths, capsys):
 
 
 def test_stale_partial_longer_than_file_starts_over(server, paths):
-    longer = random.Random(1).randbytes(200_000)
+    longer = zip_body(1, 200_000)
     url = server.add("/stale/archive.zip", longer, cut_after=150_000)
     with pytest.raises(StageError, match="partial file .* is kept"):
         fetch(url, paths, md5=hashlib.md5(longer).hexdigest(), retries=0)
     # The file on the server is replaced by a shorter one: resuming past its end gets HTTP 416.
-    shorter = BODY[:50_000]
+    shorter = zip_body(2, 50_000)
     server.add("/stale/archive.zip", shorter)
     fetch(url, paths, md5=hashlib.md5(shorter).hexdigest())
     assert ranges(server, "/stale/archive.zip")[0].startswith("bytes=")
@@ -241,7 +251,7 @@ def test_cli_success(server, tmp_path):
 
 @pytest.mark.e2e
 def test_ctrl_c_keeps_partial_and_next_run_resumes(server, tmp_path):
-    body = b"PK\x03\x04" + random.Random(2).randbytes(2_000_000)
+    body = zip_body(2, 2_000_000)
     url = server.add("/slow/archive.zip", body, bytes_per_second=250_000)
     route = server.routes["/slow/archive.zip"]
     cwd = tmp_path
@@ -404,3 +414,287 @@ def test_name_resolution_failure_seen_through_requests_is_not_retried(server, pa
     with pytest.raises(StageError, match="cannot resolve the host name 'example.org'.*file:// URL"):
         fetch("http://example.org/archive.zip", paths, retries=5, backoff=2)
     assert calls == ["example.org"]  # one look-up, no retries
+
+
+# --- servers as they really are (issue 19) --------------------------------------------------------
+
+
+def tar_gz(seed: int = 0, size: int = 300_000) -> bytes:
+    """A real .tar.gz of one incompressible file: the extract stage would read it."""
+    import gzip
+    import io
+    import tarfile
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        body = random.Random(seed).randbytes(size)
+        info = tarfile.TarInfo("class_0/image.jpg")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    return gzip.compress(data.getvalue(), mtime=0)
+
+
+def test_file_changed_between_cut_and_resume_starts_over(server, paths, capsys):
+    old, new = tar_gz(1), tar_gz(2)
+    url = server.add("/changing/data.tar.gz", old, cut_after=len(old) // 2)
+    with pytest.raises(StageError, match="is kept"):
+        fetch(url, paths, md5=None, retries=0)
+    first_etag = server.routes["/changing/data.tar.gz"].etag
+    server.replace("/changing/data.tar.gz", new)  # new ETag, new Last-Modified
+    fetch(url, paths, md5=None)
+    second = server.routes["/changing/data.tar.gz"].requests[1]
+    assert second["range"].startswith("bytes=") and second["if_range"] == first_etag
+    assert paths["dest"].read_bytes() == new  # not the first half of the old file and the rest of the new
+    assert "changed on the server" in capsys.readouterr().err
+
+
+def test_resume_without_validators_checks_the_length_of_the_206(server, paths, capsys):
+    old = tar_gz(3)
+    url = server.add("/novalid/data.tar.gz", old, cut_after=len(old) // 2, validators=False)
+    with pytest.raises(StageError, match="is kept"):
+        fetch(url, paths, md5=None, retries=0)
+    new = tar_gz(4, size=200_000)  # another file, another length, and no ETag or date to tell
+    server.replace("/novalid/data.tar.gz", new)
+    fetch(url, paths, md5=None, retries=2)
+    assert paths["dest"].read_bytes() == new
+    assert "changed on the server" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("md5", ["right", None])
+@pytest.mark.parametrize("cut", [False, True], ids=["whole", "cut"])
+def test_tar_gz_served_with_content_encoding_gzip_is_saved_as_stored(server, paths, md5, cut):
+    body = tar_gz(5)
+    headers = {"Content-Type": "application/x-tar", "Content-Encoding": "gzip"}
+    route = f"/s3/{md5}-{cut}/data.tar.gz"
+    url = server.add(route, body, headers=headers, cut_after=len(body) // 3 if cut else None)
+    fetch(url, paths, md5=hashlib.md5(body).hexdigest() if md5 else None, retries=2)
+    assert paths["dest"].read_bytes() == body  # the .tar.gz as stored, not the tar inside
+    requests = server.routes[route].requests
+    assert all(r["headers"].get("Accept-Encoding") == "identity" for r in requests)
+    if cut:
+        assert 0 < int(requests[1]["range"].removeprefix("bytes=").rstrip("-")) <= len(body) // 3
+
+
+def test_body_cut_short_with_no_length_never_reaches_raw(server, paths):
+    body = tar_gz(6)
+    # An HTTP/1.0 server that does not resume either: every try ends at the same place.
+    url = server.add("/http10/data.tar.gz", body, no_length=True, cut_after=len(body) // 2, cuts=5, ignore_range=True)
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths, md5=None, retries=1)
+    assert "end is missing" in str(caught.value)
+    assert_nothing_at_final_path(paths)
+    server.routes["/http10/data.tar.gz"].cuts = 0  # the network is fine again: the next run resumes
+    fetch(url, paths, md5=None)
+    assert paths["dest"].read_bytes() == body
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_no_length_archive_cut_at_any_point_is_caught(server, paths, kind, tmp_path):
+    import io
+    import tarfile
+    import zipfile
+
+    data = io.BytesIO()
+    if kind == "zip":
+        with zipfile.ZipFile(data, "w") as zf:
+            zf.writestr("a/b.jpg", random.Random(7).randbytes(100_000))
+    else:
+        with tarfile.open(fileobj=data, mode="w") as tar:
+            info = tarfile.TarInfo("a/b.jpg")
+            info.size = 100_000
+            tar.addfile(info, io.BytesIO(random.Random(7).randbytes(100_000)))
+    body = data.getvalue()
+    for cut in (len(body) - 600, len(body) // 2) if kind == "zip" else (len(body) // 2, 600):
+        url = server.add(f"/http10-{kind}-{cut}/data.{kind}", body, no_length=True, cut_after=cut, ignore_range=True)
+        with pytest.raises(StageError, match="end is missing"):
+            fetch(url, paths, md5=None, retries=0)
+        assert_nothing_at_final_path(paths)
+
+
+def test_retry_after_seconds_is_honoured_up_to_the_cap(server, paths, monkeypatch, capsys):
+    waits = []
+    monkeypatch.setattr(downloads, "sleep", waits.append, raising=False)
+    url = server.add("/busy/archive.zip", BODY, status=503, errors=2, error_headers={"Retry-After": "120"})
+    fetch(url, paths, retries=3, backoff=2)
+    assert waits == [120, 120]
+    assert "HTTP 503 Service Unavailable; the server asks to wait 120 s; retrying in 120 s" in capsys.readouterr().err
+    server.add("/busier/archive.zip", BODY, status=503, errors=1, error_headers={"Retry-After": "4000"})
+    fetch(server.base + "/busier/archive.zip", paths, retries=3, backoff=2, max_wait=300)
+    assert waits[2:] == [300]
+    assert "asks to wait 4000 s; retrying in 300 s (the --max-retry-wait cap)" in capsys.readouterr().err
+
+
+def test_retry_after_http_date(server, paths, monkeypatch):
+    from email.utils import formatdate
+
+    waits = []
+    monkeypatch.setattr(downloads, "sleep", waits.append, raising=False)
+    later = formatdate(time.time() + 100, usegmt=True)
+    url = server.add("/busy-date/archive.zip", BODY, status=503, errors=1, error_headers={"Retry-After": later})
+    fetch(url, paths, retries=3, backoff=2)
+    assert len(waits) == 1 and 90 <= waits[0] <= 100
+
+
+def test_the_time_limit_ends_the_retries_and_is_shown(server, paths, monkeypatch):
+    waits = []
+    monkeypatch.setattr(downloads, "sleep", waits.append, raising=False)
+    url = server.add("/down/archive.zip", BODY, status=503, error_headers={"Retry-After": "120"})
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths, retries=10, backoff=2, time_limit=200)
+    message = str(caught.value)
+    assert waits == [120]  # a second wait of 120 s would end past the 200 s limit
+    assert "HTTP 503" in message and "time limit of 200 s" in message and "--time-limit" in message
+    assert_nothing_at_final_path(paths)
+
+
+def test_stall_mid_body_keeps_what_arrived_and_resumes(server, paths):
+    url = server.add("/stall-mid/archive.zip", BODY, stall_after=100_000)
+    fetch(url, paths, timeout=0.3, retries=1)
+    first, second = ranges(server, "/stall-mid/archive.zip")
+    assert first is None and second == "bytes=100000-"  # every byte received before the stall was kept
+    assert md5_of(paths["dest"]) == MD5
+
+
+SECRET_URL_PATH = "/private/archive.zip"
+
+
+def secret_url(server, path: str = SECRET_URL_PATH) -> str:
+    return server.base.replace("http://", "http://alice:s3cr3t-pw@") + path + "?token=t0p-s3cr3t&x=1"
+
+
+def assert_no_secret(text: str) -> None:
+    assert "s3cr3t" not in text and "t0p" not in text, text
+
+
+def test_secrets_in_data_url_never_shown(server, paths, capsys):
+    server.add(SECRET_URL_PATH, BODY, cut_after=100_000)
+    fetch(secret_url(server), paths, md5=None)  # a retry line and the null-md5 warning
+    out = capsys.readouterr()
+    assert "retrying" in out.err and "data.md5 is null" in out.err
+    assert_no_secret(out.out + out.err)
+    assert "127.0.0.1" in out.err  # the host is still named
+    for fault in (dict(status=500), dict(status=404)):
+        server.add("/private/fault.zip", BODY, **fault)
+        with pytest.raises(StageError) as caught:
+            fetch(secret_url(server, "/private/fault.zip"), paths, md5=None)
+        assert "127.0.0.1" in str(caught.value)
+        assert_no_secret(str(caught.value) + capsys.readouterr().err)
+    with pytest.raises(StageError) as caught:
+        fetch(secret_url(server), paths, md5="0" * 32)
+    assert_no_secret(str(caught.value))
+
+
+def test_redact():
+    from transfer.redact import redact, redact_text
+
+    assert redact("https://u:p@host:8080/a/b.zip?sig=1#frag") == "https://***@host:8080/a/b.zip?***"
+    assert redact("https://host/a.zip") == "https://host/a.zip"
+    assert redact("/data/own.zip") == "/data/own.zip"
+    assert redact_text("GET https://u:p@h/x?k=v failed") == "GET https://***@h/x?*** failed"
+
+
+@pytest.mark.e2e
+def test_cli_downloaded_line_hides_secrets(server, tmp_path):
+    server.add("/private/cli.zip", BODY)
+    url = secret_url(server, "/private/cli.zip")
+    result = run_stage("download", "data/raw", "--retries", "0", cwd=tmp_path, params=stage_params(url, None))
+    assert result.returncode == 0, result.stderr
+    assert "downloaded http://***@127.0.0.1" in result.stdout
+    assert_no_secret(result.stdout + result.stderr)
+
+
+def test_bearer_token_and_header_from_the_environment(server, paths, monkeypatch):
+    url = server.add("/token/archive.zip", BODY, require={"Authorization": "Bearer abc123"})
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths)
+    assert "HTTP 401" in str(caught.value) and "DATA_TOKEN" in str(caught.value) and ".netrc" in str(caught.value)
+    monkeypatch.setenv("DATA_TOKEN", "abc123")
+    fetch(url, paths)
+    assert md5_of(paths["dest"]) == MD5
+    paths["dest"].unlink()
+    monkeypatch.delenv("DATA_TOKEN")
+    url = server.add("/header/archive.zip", BODY, require={"Private-Token": "xyz"})
+    monkeypatch.setenv("DATA_HEADER", "Private-Token: xyz")
+    fetch(url, paths)
+    assert md5_of(paths["dest"]) == MD5
+
+
+def test_header_from_the_environment_is_not_sent_to_another_host(server, paths, monkeypatch):
+    """A redirect to another host (a signed storage URL) must not receive the token."""
+    server.add("/elsewhere/archive.zip", BODY)
+    localhost = server.base.replace("127.0.0.1", "localhost")
+    url = server.add("/hop/archive.zip", b"", redirect=localhost + "/elsewhere/archive.zip")
+    monkeypatch.setenv("DATA_TOKEN", "abc123")
+    monkeypatch.setenv("DATA_HEADER", "Private-Token: xyz")
+    fetch(url, paths)
+    (hop,) = server.routes["/hop/archive.zip"].requests
+    (target,) = server.routes["/elsewhere/archive.zip"].requests
+    assert hop["headers"]["Authorization"] == "Bearer abc123" and hop["headers"]["Private-Token"] == "xyz"
+    assert "Authorization" not in target["headers"] and "Private-Token" not in target["headers"]
+
+
+def test_netrc_credentials(server, paths, monkeypatch, tmp_path):
+    import base64
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1\n  login alice\n  password s3cr3t-pw\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    basic = "Basic " + base64.b64encode(b"alice:s3cr3t-pw").decode()
+    url = server.add("/netrc/archive.zip", BODY, require={"Authorization": basic})
+    fetch(url, paths)
+    assert md5_of(paths["dest"]) == MD5
+
+
+def refused_files() -> dict[str, tuple[bytes, str]]:
+    import gzip
+
+    return {
+        "data.7z": (b"7z\xbc\xaf\x27\x1c\x00\x04" + random.Random(8).randbytes(2000), "7-Zip"),
+        "data.rar": (b"Rar!\x1a\x07\x01\x00" + random.Random(9).randbytes(2000), "RAR"),
+        "photos.jpg.gz": (gzip.compress(random.Random(10).randbytes(5000)), "a single compressed file"),
+        "page.zip": (b"<!DOCTYPE html><html><body>Sign in</body></html>" * 20, "HTML page"),
+    }
+
+
+@pytest.mark.parametrize("name", list(refused_files()))
+def test_refused_formats_are_named_for_a_local_path_and_a_url(server, paths, tmp_path, name):
+    body, what = refused_files()[name]
+    source = tmp_path / name
+    source.write_bytes(body)
+    with pytest.raises(StageError) as caught:
+        fetch(str(source), paths, md5=None)
+    local = str(caught.value)
+    assert what in local and str(source) in local and "not a zip or tar archive" in local
+    assert " sent " not in local and "downloads again" not in local  # it is a file here, not a server's answer
+    url = server.add(f"/refused/{name}", body)
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths, md5=None)
+    remote = str(caught.value)
+    assert what in remote and url in remote and "downloads again" in remote
+    assert_nothing_at_final_path(paths)
+    assert partial_files(paths) == []
+
+
+# --- a full disk, for real: a file-size limit (EFBIG) in the stage's process ----------------------
+
+
+def limited(limit: int):
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.e2e
+def test_file_size_limit_while_downloading_is_one_clear_error(server, tmp_path):
+    url = server.add("/big/archive.zip", BODY)
+    write_params(tmp_path, stage_params(url, MD5))
+    command, env = stage_command("download", "data/raw", "--retries", "0")
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, preexec_fn=limited(100_000)
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "File too large" not in result.stderr.split("error:")[0]
+    message = result.stderr.split("error: ")[-1]
+    assert "file-size limit" in message and "data/.partial" in message and f"{len(BODY):,}" in message
+    assert list((tmp_path / "data" / "raw").iterdir()) == []

@@ -249,11 +249,43 @@ def test_zip_symlink_pointing_outside_is_refused(out, tmp_path):
     assert "would be written outside the extraction folder" in extract_error(archive, out)
 
 
-def test_links_inside_the_archive_are_skipped(out, tmp_path):
-    archive = make_tar(tmp_path / "links.tar", good_classes(), symlinks={"class_0/link.jpg": "image_0.jpg"})
+def test_links_inside_the_archive_are_kept_as_the_image_they_point_to(out, tmp_path):
+    entries = {**good_classes(), "class_1/notes/readme.txt": b"x"}
+    archive = make_tar(
+        tmp_path / "links.tar",
+        entries,
+        symlinks={
+            "class_0/link.jpg": "image_0.jpg",
+            "only_links/a.jpg": "../class_0/image_1.jpg",
+            "only_links/chain.jpg": "a.jpg",  # a link to a link
+            "class_1/to_folder.jpg": "notes",  # a link to a folder: not an image
+            "class_1/dangling.jpg": "missing.jpg",
+        },
+        hardlinks={"only_links/b.jpg": "class_1/image_2.jpg"},
+    )
     report = run_extract(archive, out)
-    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
-    assert not (out["images"] / "class_0" / "link.jpg").exists()
+    assert report["images_per_class"] == {"class_0": 4, "class_1": 3, "only_links": 3}
+    assert (out["images"] / "class_0" / "link.jpg").read_bytes() == image_bytes(0)
+    assert (out["images"] / "only_links" / "b.jpg").read_bytes() == image_bytes(1)
+    assert not any(p.is_symlink() for p in out["images"].rglob("*"))  # copies: nothing points anywhere
+    reasons = {entry["path"]: entry["reason"] for entry in report["skipped_files"]}
+    assert "link to" in reasons["class_1/to_folder.jpg"] and "not a file" in reasons["class_1/to_folder.jpg"]
+    assert "link to" in reasons["class_1/dangling.jpg"] and "missing.jpg" in reasons["class_1/dangling.jpg"]
+    assert "class_1/notes/readme.txt" in reasons
+
+
+def test_zip_symlink_inside_the_archive_is_kept(out, tmp_path):
+    archive = make_zip(tmp_path / "links.zip", good_classes(), symlinks={"class_1/link.jpg": "../class_0/image_0.jpg"})
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 4}
+    assert (out["images"] / "class_1" / "link.jpg").read_bytes() == image_bytes(0)
+
+
+def test_many_links_to_a_big_file_count_against_the_size_limit(out, tmp_path):
+    big = {"class_0/zeros.jpg": bytes(400_000)}
+    links = {f"class_0/copy{i}.jpg": "zeros.jpg" for i in range(5)}
+    archive = make_tar(tmp_path / "linkbomb.tar.gz", {**good_classes(), **big}, symlinks=links)
+    assert "limit" in extract_error(archive, out, max_bytes=1_000_000)
 
 
 def test_zip_over_the_size_limit_is_refused(out, tmp_path):
@@ -340,14 +372,108 @@ def test_fewer_than_two_usable_classes(out, tmp_path):
     assert "1 class folder(s) with valid images after data.exclude; a classifier needs at least 2" in message
 
 
-def test_hidden_files_are_ignored(out, tmp_path):
+def test_hidden_and_macos_files_are_listed_with_their_reason(out, tmp_path, capsys):
     archive = make_zip(
         tmp_path / "hidden.zip",
-        {**good_classes(), "class_0/.DS_Store": b"\0\0\0\1Bud1", ".hidden/a.jpg": image_bytes(1)},
+        {
+            **good_classes(),
+            "class_0/.DS_Store": b"\0\0\0\1Bud1",
+            "class_0/._image_0.jpg": synthetic.APPLEDOUBLE,
+            "class_1/.own_photo.jpg": image_bytes(1),
+            "class_1/Thumbs.db": b"\xd0\xcf\x11\xe0",
+            ".hidden/a.jpg": image_bytes(1),
+            "__MACOSX/class_0/._image_1.jpg": synthetic.APPLEDOUBLE,
+        },
     )
     report = run_extract(archive, out)
     assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
-    assert report["skipped_files"] == []
+    reasons = {entry["path"]: entry["reason"] for entry in report["skipped_files"]}
+    assert set(reasons) == {
+        "class_0/.DS_Store",
+        "class_0/._image_0.jpg",
+        "class_1/.own_photo.jpg",
+        "class_1/Thumbs.db",
+        ".hidden/a.jpg",
+        "__MACOSX/class_0/._image_1.jpg",
+    }
+    assert "macOS" in reasons["class_0/.DS_Store"] and "AppleDouble" in reasons["class_0/._image_0.jpg"]
+    assert "hidden" in reasons["class_1/.own_photo.jpg"] and "rename" in reasons["class_1/.own_photo.jpg"]
+    assert "hidden" in reasons[".hidden/a.jpg"] and "macOS" in reasons["__MACOSX/class_0/._image_1.jpg"]
+    assert "6 files left out" in capsys.readouterr().out  # the count is the list's length
+
+
+# --- class folders as Keras and torchvision read them (issue 19) ---------------------------------
+
+
+def subfolder_classes(prefix: str, cats: int) -> dict[str, bytes]:
+    """cats/{indoor,outdoor}/ beside dogs/ and birds/ holding their images directly."""
+    files = {f"{prefix}cats/{where}/{i}.jpg": image_bytes(1) for where in ("indoor", "outdoor") for i in range(cats)}
+    files.update(
+        {f"{prefix}{name}/{i}.jpg": image_bytes(c) for c, name in ((2, "dogs"), (3, "birds")) for i in range(3)}
+    )
+    return files
+
+
+@pytest.mark.parametrize("prefix", ["", "animals/", "data/animals/"])
+@pytest.mark.parametrize("cats", [2, 5], ids=["cats-fewer", "cats-more"])
+def test_a_class_with_subfolders_is_a_class_not_the_root(out, tmp_path, prefix, cats):
+    archive = make_zip(tmp_path / "animals.zip", {**subfolder_classes(prefix, cats), f"{prefix}README.md": b"#"})
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"birds": 3, "cats": 2 * cats, "dogs": 3}
+    assert report["class_root"] == f"animals.zip: {prefix or 'the top folder'}".rstrip()
+    assert (out["images"] / "cats" / "indoor" / "0.jpg").is_file()  # the class keeps its sub-folders
+    assert [entry["path"] for entry in report["skipped_files"]] == ["README.md"]
+
+
+def test_a_class_with_subfolders_inside_a_nested_archive(out, tmp_path):
+    inner = nested_archive(".tar.gz", subfolder_classes("animals/", 5))
+    archive = make_zip(tmp_path / "outer.zip", {"dataset/animals.tar.gz": inner, "dataset/show.m": b"%"})
+    report = run_extract(archive, out)
+    assert report["images_per_class"] == {"birds": 3, "cats": 10, "dogs": 3}
+    assert report["class_root"] == "outer.zip > dataset/animals.tar.gz: animals/"
+
+
+# --- formats the stage does not read, named ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, body, what",
+    [
+        ("data.7z", b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(2000), "7-Zip"),
+        ("data.rar", b"Rar!\x1a\x07\x01\x00" + bytes(2000), "RAR"),
+        ("photo.jpg.gz", __import__("gzip").compress(image_bytes(0)), "a single compressed file"),
+    ],
+)
+def test_a_format_the_stage_does_not_read_is_named(out, tmp_path, name, body, what):
+    archive = tmp_path / name
+    archive.write_bytes(body)
+    message = extract_error(archive, out)
+    assert what in message and "is not a zip or tar archive" in message and str(archive) in message
+
+
+# --- a file-size limit (EFBIG, as a full disk) while unpacking ------------------------------------
+
+
+@pytest.mark.e2e
+def test_file_size_limit_while_extracting_is_one_clear_error(tmp_path):
+    import resource
+    import subprocess
+
+    from tests.helpers import stage_command
+    from tools.scratch_repo import write_params
+
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    make_tar(tmp_path / "data" / "raw" / "big.tar.gz", {**good_classes(), "class_0/big.jpg": bytes(300_000)})
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    write_params(tmp_path, raw)
+    command, env = stage_command("extract", "data/raw", "data/images", "metrics/data.json")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # noqa: E731
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, preexec_fn=limit)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "error: writing in data" in result.stderr and "file-size limit" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]  # no scratch, no images
+    assert not (tmp_path / "metrics").exists()
 
 
 # --- the stage's command line -------------------------------------------------------------------
@@ -628,3 +754,31 @@ def test_when_it_cannot_decide_the_error_lists_what_it_found(out, tmp_path):
     assert "holds no class folders" in message
     assert "docs.zip > caltech-101/notes.tar.xz (no images)" in message
     assert "docs.zip > caltech-101/broken.tar.gz (cannot be read" in message
+
+
+# --- Pillow's warnings name the file (issue 19) ----------------------------------------------------
+
+
+def jpeg_with_corrupt_exif() -> bytes:
+    """A JPEG whose EXIF block has a tag whose data lies past the block's end, as broken camera software writes."""
+    import struct
+
+    tiff = struct.pack("<2sHI", b"II", 42, 8) + struct.pack("<HHHII", 1, 0x010E, 2, 1000, 0x2000) + bytes(4)
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(out, "JPEG", exif=b"Exif\x00\x00" + tiff)
+    return out.getvalue()
+
+
+def test_pillow_warnings_name_the_file_in_extract_and_in_the_decoder_workers(out, tmp_path, capfd):
+    from transfer.decoder import ImageDecoder
+
+    archive = make_zip(tmp_path / "exif.zip", {**good_classes(), "class_0/broken_exif.jpg": jpeg_with_corrupt_exif()})
+    report = run_extract(archive, out, exclude=())
+    assert report["images_per_class"] == {"class_0": 4, "class_1": 3}  # the pixels are fine: kept
+    warned = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warned and all("class_0/broken_exif.jpg: " in line for line in warned), warned
+    path = out["images"] / "class_0" / "broken_exif.jpg"
+    with ImageDecoder(32, batch_size=2, workers=1) as decoder:
+        list(decoder.batches([str(path)]))
+    err = capfd.readouterr().err
+    assert f"warning: {path}: " in err and "UserWarning" not in err

@@ -2,7 +2,10 @@
 
 Names are written as the file system and DVC can take them: Info-ZIP's unflagged UTF-8 names read as UTF-8,
 non-UTF-8 names become valid UTF-8, backslashes are separators, every name is NFC. Entries that would land outside
-the target are refused; a name the file system refuses is left out and reported.
+the target are refused; a name the file system refuses is left out and reported. Hidden files, AppleDouble
+`._*` files, `.DS_Store` and `__MACOSX/` forks are left out and reported with their reason. A symlink or hard link
+to a file inside the archive is written as a copy of that file (never as a link, so nothing leads outside);
+a link to a folder or to nothing is reported.
 """
 
 from __future__ import annotations
@@ -11,95 +14,19 @@ import contextlib
 import stat
 import sys
 import tarfile
-import unicodedata
 import zipfile
 import zlib
 from pathlib import Path
 
+from transfer import archive_check
+from transfer.archive_names import entry_parts, ignored, ignored_reason, safe_parts, tar_name, utf8_name, zip_name
 from transfer.errors import StageError
-from transfer.images import SUFFIXES as IMAGE_SUFFIXES
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
 # Refuse archives that would unpack to more than this (a zip bomb, or the wrong file): Caltech-101 is 0.15 GB.
 MAX_UNPACKED_BYTES = 20 * 2**30
 # Linux file systems refuse a name component longer than this many bytes.
 MAX_NAME_BYTES = 255
-ZIP_UTF8_FLAG = 0x800
 ZIP_ENCRYPTED_FLAG = 0x1
-ZIP_UNICODE_PATH_FIELD = 0x7075  # Info-ZIP's extra field holding the UTF-8 name beside a legacy one
-
-
-# --- names ---------------------------------------------------------------------------------------
-
-
-def utf8_name(raw: bytes) -> str:
-    """Bytes of a name as text: UTF-8 when they are, else Windows-1252/Latin-1, so the result is always valid."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return raw.decode("cp1252")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def zip_name(info: zipfile.ZipInfo) -> str:
-    """An entry's name as its maker meant it. Without the UTF-8 flag zipfile decodes the bytes as cp437 (the zip
-    standard), but Info-ZIP on Linux and macOS writes UTF-8 bytes without setting the flag."""
-    if info.flag_bits & ZIP_UTF8_FLAG:
-        return info.filename
-    raw = info.filename.encode("cp437")  # the bytes as stored: cp437 maps all 256 byte values
-    extra = info.extra
-    while len(extra) >= 4:
-        field, size = int.from_bytes(extra[:2], "little"), int.from_bytes(extra[2:4], "little")
-        body, extra = extra[4 : 4 + size], extra[4 + size :]
-        if (
-            field == ZIP_UNICODE_PATH_FIELD
-            and len(body) > 5
-            and body[0] == 1
-            and int.from_bytes(body[1:5], "little") == zlib.crc32(raw)
-        ):
-            return body[5:].decode("utf-8", "replace")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return info.filename  # cp437, what old Windows tools write
-
-
-def tar_name(name: str) -> str:
-    """tarfile (opened with surrogateescape) keeps non-UTF-8 bytes as surrogates, which DVC cannot encode."""
-    return utf8_name(name.encode("utf-8", "surrogateescape"))
-
-
-def entry_parts(name: str) -> tuple[str, ...]:
-    """The NFC path components of an entry name; backslashes are separators (old Windows tools write them)."""
-    return tuple(
-        unicodedata.normalize("NFC", part) for part in name.replace("\\", "/").split("/") if part not in ("", ".")
-    )
-
-
-def safe_parts(name: str, archive: Path) -> tuple[str, ...]:
-    text = name.replace("\\", "/")
-    parts = entry_parts(name)
-    if text.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-        raise StageError(
-            f"{archive}: entry {name!r} would be written outside the extraction folder; refusing an unsafe archive"
-        )
-    return parts
-
-
-def ignored(parts: tuple[str, ...]) -> bool:
-    """macOS resource forks and hidden files: never data, whatever their suffix says."""
-    return any(part == "__MACOSX" or part.startswith(".") for part in parts)
-
-
-def is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def is_archive_name(name: str) -> bool:
-    return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 # --- unpacking -----------------------------------------------------------------------------------
@@ -118,9 +45,33 @@ class _Writer:
         self.dest, self.max_bytes, self.archive = dest, max_bytes, archive
         self.written = 0
         self.skipped: list[dict] = []
+        self.links: dict[tuple[str, ...], tuple[str, ...]] = {}  # link -> its target, both from the archive's top
 
-    def _refused(self, parts: tuple[str, ...], reason: str) -> None:
+    def refuse(self, parts: tuple[str, ...], reason: str) -> None:
         self.skipped.append({"path": "/".join(parts), "reason": reason})
+
+    def hidden(self, parts: tuple[str, ...]) -> None:
+        self.refuse(parts, ignored_reason(parts))
+
+    def link(self, parts: tuple[str, ...], target: tuple[str, ...]) -> None:
+        """A symlink or hard link inside the archive: written as a copy of its target once all files are out."""
+        self.links[parts] = target
+
+    def copy_links(self) -> None:
+        """Each link becomes a copy of the file it points to (following links to links); a link to a folder or to
+        nothing is listed with its reason. Copies, not links, so nothing under dest points anywhere."""
+        for parts, target in self.links.items():
+            seen = {parts}
+            while target in self.links and target not in seen:
+                seen.add(target)
+                target = self.links[target]
+            source = self.dest.joinpath(*target)
+            shown = "/".join(target) or "the top folder"
+            if target in seen or not source.is_file() or source.is_symlink():
+                self.refuse(parts, f"link to {shown}, which is not a file in the archive")
+            else:
+                with open(source, "rb") as copy:
+                    self.file(parts, copy)
 
     def directory(self, parts: tuple[str, ...]) -> None:
         if all(len(part.encode()) <= MAX_NAME_BYTES for part in parts):
@@ -130,17 +81,17 @@ class _Writer:
 
     def file(self, parts: tuple[str, ...], source) -> None:
         if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
-            self._refused(parts, f"name longer than {MAX_NAME_BYTES} bytes, which the file system refuses")
+            self.refuse(parts, f"name longer than {MAX_NAME_BYTES} bytes, which the file system refuses")
             return
         target = self.dest.joinpath(*parts)
         if target.exists():
-            self._refused(parts, "a second entry with the same name (after Unicode normalisation); the first is kept")
+            self.refuse(parts, "a second entry with the same name (after Unicode normalisation); the first is kept")
             return
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch(exist_ok=False)  # any name the file system refuses fails here, before a byte is read
         except OSError as error:
-            self._refused(parts, f"the file system refused the name: {error.strerror or error}")
+            self.refuse(parts, f"the file system refused the name: {error.strerror or error}")
             return
         with source as src, open(target, "wb") as out:
             while chunk := src.read(1 << 20):
@@ -156,7 +107,10 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
         for info in zf.infolist():
             name = zip_name(info)
             parts = safe_parts(name, archive)
-            if parts and not ignored(parts):
+            if parts and ignored(parts):
+                if not name.endswith(("/", "\\")):
+                    writer.hidden(parts)
+            elif parts:
                 entries.append((info, name, parts))
         for info, name, _ in entries:
             if info.flag_bits & ZIP_ENCRYPTED_FLAG:
@@ -174,8 +128,9 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
                 writer.directory(parts)
             elif stat.S_ISLNK(info.external_attr >> 16):
                 link = utf8_name(zf.read(info))
-                safe_parts("/".join(parts[:-1] + (link,)), archive)
-                continue  # links inside the archive would only duplicate images: skip them
+                if link.startswith("/"):
+                    safe_parts(link, archive)  # refuses it
+                writer.link(parts, _inside(parts[:-1], link, name, archive))
             else:
                 try:
                     source = zf.open(info)
@@ -198,19 +153,42 @@ def _unpack_tar(archive: Path, writer: _Writer) -> None:
             for member in tar:
                 bar.update(raw.tell() - bar.n)
                 parts = safe_parts(tar_name(member.name), archive)
-                if not parts or ignored(parts):
+                if not parts:
                     continue
-                try:
+                try:  # refuses links leading outside, devices, absolute names
                     tarfile.data_filter(member, str(writer.dest))
                 except tarfile.FilterError as error:
                     raise StageError(f"{archive}: refusing an unsafe entry: {tar_name(str(error))}") from None
-                if member.isdir():
+                if ignored(parts):
+                    if not member.isdir():
+                        writer.hidden(parts)
+                elif member.isdir():
                     writer.directory(parts)
-                elif member.isfile():  # links would only duplicate images; devices and fifos are not data
+                elif member.isfile():
                     writer.file(parts, tar.extractfile(member))
+                elif member.issym():
+                    writer.link(parts, _inside(parts[:-1], tar_name(member.linkname), member.name, archive))
+                elif member.islnk():  # a hard link names its target from the archive's top
+                    writer.link(parts, _inside((), tar_name(member.linkname), member.name, archive))
+                else:
+                    writer.refuse(parts, "neither a file, a folder nor a link")
             # tarfile ends the listing quietly at a header cut short; a whole tar ends with a zero block.
             if tar.fileobj.tell() - tar.offset < tarfile.BLOCKSIZE:
                 raise StageError(f"{archive} is truncated or corrupt (no end-of-archive marker); download it again")
+
+
+def _inside(folder: tuple[str, ...], link: str, name: str, archive: Path) -> tuple[str, ...]:
+    """A link's target as parts from the archive's top; refused when it would lead outside the archive."""
+    parts = list(folder)
+    for part in entry_parts(link):
+        if part != "..":
+            parts.append(part)
+        elif parts:
+            parts.pop()
+        else:
+            raise StageError(f"{archive}: entry {name!r} would be written outside the extraction folder (a link to "
+                             f"{link!r}); refusing an unsafe archive")  # fmt: skip
+    return tuple(parts)
 
 
 def _starts_like_zip(archive: Path) -> bool:
@@ -232,10 +210,15 @@ def unpack(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> li
         elif _starts_like_zip(archive):
             raise StageError(f"{archive} is truncated or corrupt (a zip with no central directory){again}")
         else:
+            problem = archive_check.check(archive)
+            if problem and problem.incomplete:
+                raise StageError(f"{archive} is truncated or corrupt ({problem.what}){again}")
+            what = f": it is {problem.what}" if problem else ""
             raise StageError(
-                f"{archive} is not a zip or tar archive; check data.url in params.yaml, then run "
+                f"{archive} is not a zip or tar archive{what}; check data.url in params.yaml, then run "
                 "`dvc repro -f download`"
             )
+        writer.copy_links()
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:
         raise StageError(f"{archive} is truncated or corrupt ({error}){again}") from None
     except OSError as error:

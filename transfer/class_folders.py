@@ -19,17 +19,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from transfer.archives import (
-    MAX_UNPACKED_BYTES,
-    entry_parts,
-    ignored,
-    is_archive_name,
-    is_image_name,
-    progress,
-    tar_name,
-    unpack,
-    zip_name,
-)
+from transfer.archive_names import entry_parts, ignored, is_archive_name, is_image_name, tar_name, zip_name
+from transfer.archives import MAX_UNPACKED_BYTES, progress, unpack
 from transfer.errors import StageError
 from transfer.images import check_image
 
@@ -54,11 +45,18 @@ class Candidate:
 
 
 def _class_roots(files: list[tuple[str, ...]]) -> dict[tuple[str, ...], Counter]:
-    """For every folder, its subfolders' direct image counts: root -> Counter({class: images})."""
-    roots: dict[tuple[str, ...], Counter] = {}
-    for parts in files:
-        if len(parts) >= 2 and is_image_name(parts[-1]) and not ignored(parts):
-            roots.setdefault(parts[:-2], Counter())[parts[-2]] += 1
+    """Every folder with a subfolder holding images directly, and the images in each of its subfolders counted
+    with their own sub-folders (as Keras and torchvision read a class): root -> Counter({class: images}).
+
+    So in animals/{cats/{indoor,outdoor},dogs,birds}/ the root animals/ has the classes cats (indoor and outdoor
+    images together), dogs and birds, and more images than cats/ alone: a class with sub-folders never wins over
+    the folder holding it and its siblings."""
+    images = [parts for parts in files if len(parts) >= 2 and is_image_name(parts[-1]) and not ignored(parts)]
+    roots: dict[tuple[str, ...], Counter] = {parts[:-2]: Counter() for parts in images}
+    for parts in images:
+        for depth in range(len(parts) - 1):
+            if parts[:depth] in roots:
+                roots[parts[:depth]][parts[depth]] += 1
     return roots
 
 
@@ -77,7 +75,8 @@ def _archive_listing(archive: Path) -> list[tuple[str, ...]]:
         with zipfile.ZipFile(archive) as zf:
             return [entry_parts(zip_name(info)) for info in zf.infolist() if not info.filename.endswith(("/", "\\"))]
     with tarfile.open(archive, "r:*", encoding="utf-8", errors="surrogateescape") as tar:
-        return [entry_parts(tar_name(member.name)) for member in tar if member.isfile()]
+        # Links count as the files they copy (see archives.py).
+        return [entry_parts(tar_name(m.name)) for m in tar if m.isfile() or m.issym() or m.islnk()]
 
 
 def _label(path: tuple[str, ...]) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from transfer import params
 from transfer.errors import StageError
+from transfer.files import disk_full_error, is_disk_full
 
 
 def run(main: Callable[[], object]) -> None:
@@ -20,6 +22,13 @@ def run(main: Callable[[], object]) -> None:
         params.check_unchanged()
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except (OSError, RuntimeError) as error:
+        if not is_disk_full(error):  # writers outside transfer/files.py's helpers: still one clear line
+            raise
+        folder = Path(error.filename).parent if getattr(error, "filename", None) else Path.cwd()
+        kept = "the file it was writing may be incomplete, and rerunning the stage replaces it"
+        print(f"error: {disk_full_error(error, folder, kept=kept)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

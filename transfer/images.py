@@ -8,11 +8,13 @@ deep-learning framework, so every backend sees the same uint8 arrays.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
+from tqdm import tqdm
 
 # What Pillow decodes fully and viewers show: MPO is the multi-picture JPEG that phones and cameras write.
 SUPPORTED_FORMATS = ("BMP", "GIF", "JPEG", "MPO", "PNG", "TIFF", "WEBP")
@@ -38,8 +40,10 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
 
     Raises ImageError when the file cannot be decoded fully.
     """
+    caught: list[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             # A decompression-bomb warning is Pillow's, not the user's concern; the hard limit still raises.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = _open_upright(Path(path))
@@ -57,7 +61,22 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
         raise ImageError("is a folder, not an image file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"not a readable image: {error}") from None
+    finally:
+        _report(path, caught)
     return np.asarray(image, dtype=np.uint8)
+
+
+_reported: set[tuple[str, str]] = set()
+
+
+def _report(path: str | Path, caught: list[warnings.WarningMessage]) -> None:
+    """Pillow's warnings about a file (corrupt EXIF data, ...) say which file, once per process."""
+    for warning in caught:
+        key = (str(path), str(warning.message))
+        if key not in _reported:
+            _reported.add(key)
+            # tqdm.write: on a line of its own, not glued to a progress bar.
+            tqdm.write(f"warning: {path}: {' '.join(str(warning.message).split())}", file=sys.stderr)
 
 
 def check_image(path: str | Path) -> str | None:
