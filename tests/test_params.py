@@ -244,6 +244,15 @@ def test_a_read_key_edited_meanwhile_fails_naming_key_and_values(fresh_tracking)
     assert f"train.epochs {GOOD['train']['epochs']} -> 7" in message and "dvc repro" in message
 
 
+def test_a_url_edited_meanwhile_is_named_without_its_secrets(fresh_tracking):
+    assert params.load(fresh_tracking).data.url
+    edit(fresh_tracking, "data.url", "https://alice:s3cret@example.org/a.zip?token=t0ken")
+    with pytest.raises(StageError) as caught:
+        params.check_unchanged()
+    assert "data.url" in str(caught.value) and "https://***@example.org/a.zip?***" in str(caught.value)
+    assert "s3cret" not in str(caught.value) and "t0ken" not in str(caught.value)
+
+
 def test_keys_the_stage_did_not_read_may_change(fresh_tracking):
     config = params.load(fresh_tracking).data
     assert config.url and config.md5  # download reads these two, not data.exclude

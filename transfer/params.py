@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from transfer.errors import StageError
+from transfer.redact import redact
 
 # features.backbone's choices: the keras.applications class each names and its input preprocessing ("caffe": RGB to
 # BGR minus the ImageNet mean; "tf": scaled to [-1, 1]; "none": built into the model). transfer/backbones.py builds
@@ -151,6 +152,11 @@ def _unknown(key: str, known: list[str]) -> str:
     return f"unknown key {key}{hint}"
 
 
+def _shown(key: str, value: Any) -> str:
+    """A value for a message: data.url without its secrets (user:password@, ?token=...)."""
+    return repr(redact(value) if key == "data.url" and isinstance(value, str) else value)
+
+
 def _allowed(section: type[Section], name: str) -> str:
     """What a field accepts, in words, from its declaration: the choices of a Literal, the bounds of a number,
     else its description."""
@@ -181,9 +187,9 @@ def _problems(section: type[Section], values: dict, error: ValidationError) -> l
         elif item["type"] == "missing":
             problems.append(f"missing key {full}")
         elif item["type"] == "value_error":  # our own validators say what is allowed
-            problems.append(f"{full} {str(item['ctx']['error'])}, got {values[key]!r}")
+            problems.append(f"{full} {str(item['ctx']['error'])}, got {_shown(full, values[key])}")
         elif not any(p.startswith(f"{full} ") for p in problems):  # one line per key (a union reports each arm)
-            problems.append(f"{full} must be {_allowed(section, key)}, got {values[key]!r}")
+            problems.append(f"{full} must be {_allowed(section, key)}, got {_shown(full, values[key])}")
     return problems
 
 
@@ -253,7 +259,9 @@ def check_unchanged() -> None:
         raise StageError(f"{path} changed while the stage ran and can no longer be read ({error})") from None
     changed = sorted(key for key in _read if _value(before, key) != _value(now, key))
     if changed:
-        details = ", ".join(f"{key} {_value(before, key)!r} -> {_value(now, key)!r}" for key in changed)
+        details = ", ".join(
+            f"{key} {_shown(key, _value(before, key))} -> {_shown(key, _value(now, key))}" for key in changed
+        )
         raise StageError(
             f"{path} changed while the stage ran ({details}); its outputs were made with the old values, so "
             "they are not recorded as up to date: run `dvc repro` again"
