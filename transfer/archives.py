@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import stat
-import sys
 import tarfile
 import zipfile
 import zlib
@@ -21,6 +20,7 @@ from pathlib import Path
 from transfer import archive_check
 from transfer.archive_names import entry_parts, ignored, ignored_reason, safe_parts, tar_name, utf8_name, zip_name
 from transfer.errors import StageError
+from transfer.progress import progress
 
 # Refuse archives that would unpack to more than this (a zip bomb, or the wrong file): Caltech-101 is 0.15 GB.
 MAX_UNPACKED_BYTES = 20 * 2**30
@@ -30,12 +30,6 @@ ZIP_ENCRYPTED_FLAG = 0x1
 
 
 # --- unpacking -----------------------------------------------------------------------------------
-
-
-def progress(**kwargs):
-    from tqdm import tqdm
-
-    return tqdm(file=sys.stderr, **kwargs)
 
 
 class _Writer:
@@ -123,7 +117,7 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
             raise StageError(
                 f"{archive}: entries would unpack to {declared:,} bytes, over the {writer.max_bytes:,}-byte limit"
             )
-        for info, name, parts in progress(iterable=entries, desc=f"unpack {archive.name}", unit="file"):
+        for info, name, parts in progress(entries, desc=f"unpack {archive.name}", unit="file"):
             if name.endswith(("/", "\\")):
                 writer.directory(parts)
             elif stat.S_ISLNK(info.external_attr >> 16):
@@ -148,7 +142,7 @@ def _unpack_tar(archive: Path, writer: _Writer) -> None:
         open(archive, "rb") as raw,
         tarfile.open(fileobj=raw, mode="r:*", encoding="utf-8", errors="surrogateescape") as tar,
     ):
-        bar = progress(total=archive.stat().st_size, desc=f"unpack {archive.name}", unit="B", unit_scale=True)
+        bar = progress(desc=f"unpack {archive.name}", unit="B", total=archive.stat().st_size)
         with bar:
             for member in tar:
                 bar.update(raw.tell() - bar.n)

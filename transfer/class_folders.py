@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transfer.archive_names import entry_parts, ignored, is_archive_name, is_image_name, tar_name, zip_name
-from transfer.archives import MAX_UNPACKED_BYTES, progress, unpack
+from transfer.archives import MAX_UNPACKED_BYTES, unpack
 from transfer.errors import StageError
 from transfer.images import check_image
+from transfer.progress import progress
 
 # Archives inside archives are opened this many levels deep at most.
 MAX_NESTING = 3
@@ -188,7 +189,7 @@ def collect_images(root: Path, images_dir: Path, exclude: tuple[str, ...], skipp
         if f.is_file() and not ignored(f.relative_to(d).parts)
     ]
     report["excluded"] = sorted(d.name for d in class_dirs if d.name in excluded)
-    for label, path in progress(iterable=files, desc="check images", unit="img"):
+    for label, path in progress(files, desc="check images", unit="img"):
         relative = path.relative_to(root)
         reason = check_image(path)
         if reason:

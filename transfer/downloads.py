@@ -27,6 +27,7 @@ from transfer import archive_check, http_transfer
 from transfer.errors import StageError
 from transfer.files import atomic_output, disk_space, remove
 from transfer.http_transfer import TransientError
+from transfer.progress import progress
 from transfer.redact import redact
 
 CHUNK = 1 << 20
@@ -81,12 +82,10 @@ def file_md5(path: Path) -> str:
 
 
 def _copy_local(source: Path, partial: Path) -> None:
-    from tqdm import tqdm
-
     if not source.is_file():
         raise StageError(f"data.url points to {source}, which is not a file; fix data.url in params.yaml")
     size = source.stat().st_size
-    bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=source.name, file=sys.stderr)
+    bar = progress(desc=source.name, unit="B", total=size)
     with disk_space(partial.parent, size), open(source, "rb") as src, open(partial, "wb") as dst, bar:
         while chunk := src.read(CHUNK):
             dst.write(chunk)

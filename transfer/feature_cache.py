@@ -7,12 +7,12 @@ indices) and classes.json (class names in index order).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from transfer.errors import StageError
+from transfer.progress import progress
 
 
 def load_part(features_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -34,14 +34,12 @@ def write_features(extractor, batches, n_images: int, n_features: int, out: Path
     """Run every batch through the model and append its rows to out, a float32 (n_images, n_features) .npy
     file: the same bytes as np.save, written as they come, so memory stays flat however many images.
     One batch is in flight while the one before it is copied back and written (ImageDecoder keeps both)."""
-    from tqdm import tqdm
-
     header = {
         "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
         "fortran_order": False,
         "shape": (n_images, n_features),
     }
-    with open(out, "wb") as file, tqdm(total=n_images, desc=desc, unit="img", file=sys.stderr) as bar:
+    with open(out, "wb") as file, progress(desc=desc, unit="img", total=n_images) as bar:
         np.lib.format.write_array_header_1_0(file, header)
 
         def write(rows: np.ndarray) -> None:

@@ -22,11 +22,11 @@ from urllib.parse import urlparse
 
 import requests
 import urllib3
-from tqdm import tqdm
 
 from transfer import archive_check
 from transfer.errors import StageError
 from transfer.files import disk_space, remove
+from transfer.progress import progress
 from transfer.redact import redact, redact_text
 
 # Read the network in pieces of at most this size, as they arrive, so a cut or a stall loses nothing received.
@@ -236,9 +236,7 @@ def _attempt(client: requests.Session, url: str, shown: str, partial: Path, time
         with (
             disk_space(partial.parent, total, kept),
             open(partial, "ab" if have else "wb") as out,
-            tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr
-            ) as bar,
+            progress(desc=desc, unit="B", total=total, initial=have) as bar,
         ):
             try:
                 while chunk := response.raw.read1(NET_CHUNK, decode_content=False):
