@@ -15,8 +15,8 @@ from transfer import devices, params
 from transfer.cli import run
 from transfer.feature_cache import load_classes, load_part
 from transfer.files import atomic_output
-from transfer.model_files import save_model
 from transfer.heads import fit_dense, fit_logistic
+from transfer.model_files import save_model
 
 
 def train(features_dir: Path, model_path: Path, live_dir: Path, config: params.TrainParams) -> None:

@@ -65,7 +65,9 @@ def test_two_processes_save_the_same_bytes_and_the_file_loads_and_predicts_the_s
         model = keras.models.load_model(path)
         np.testing.assert_array_equal(model.predict(x, verbose=0), np.load(f"{path}.npy"))
     # The optimizer state comes back too (train could resume from the file).
-    assert len(keras.models.load_model(a).optimizer.variables) == len(keras.models.load_model(plain).optimizer.variables)
+    assert len(keras.models.load_model(a).optimizer.variables) == len(
+        keras.models.load_model(plain).optimizer.variables
+    )
 
 
 def test_canonicalize_fixes_times_order_and_renumbers_shared_ids_consistently(tmp_path):
