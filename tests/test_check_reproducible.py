@@ -251,6 +251,7 @@ def tiny_repo(root: Path, kind: str, always_changed: bool = False) -> Path:
     source = root.parent / f"{root.name}-source"
     (source / "stages").mkdir(parents=True)
     (source / "tools").mkdir()
+    (source / "transfer").mkdir()  # copy_pipeline copies every PROJECT_FILES entry
     (source / ".gitignore").write_text("__pycache__/\n")
     (source / "stages/gen.py").write_text(GENERATORS[kind] + "\n")
     stage = {"cmd": "python stages/gen.py", "deps": ["stages/gen.py"], "outs": ["out.txt"]}
