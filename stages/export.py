@@ -16,6 +16,7 @@ from transfer.cli import run
 from transfer.errors import StageError
 from transfer.feature_cache import load_classes
 from transfer.files import atomic_output
+from transfer.model_files import save_model
 
 
 def export(head_path: Path, features_dir: Path, classifier_path: Path, config: params.FeaturesParams) -> None:
@@ -27,7 +28,7 @@ def export(head_path: Path, features_dir: Path, classifier_path: Path, config: p
     classifier = build_classifier(keras.models.load_model(head_path, compile=False), config)
     classifier_path = Path(classifier_path)
     with atomic_output(classifier_path, suffix=".keras") as tmp:
-        classifier.save(tmp)
+        save_model(classifier, tmp)
     with atomic_output(classifier_path.with_name("classes.json")) as tmp:
         shutil.copyfile(Path(features_dir) / "classes.json", tmp)
     print(f"export: {config.backbone} + head, {len(classes)} classes -> {classifier_path}")

@@ -16,6 +16,7 @@ from transfer.cli import run
 from transfer.feature_cache import load_classes, load_part
 from transfer.files import atomic_output
 from transfer.heads import fit_dense, fit_logistic
+from transfer.model_files import save_model
 
 
 def train(features_dir: Path, model_path: Path, live_dir: Path, config: params.TrainParams) -> None:
@@ -32,7 +33,7 @@ def train(features_dir: Path, model_path: Path, live_dir: Path, config: params.T
         with Live(str(live_tmp), dvcyaml=False, save_dvc_exp=False, report=None) as live:
             model = fit(train_part, val_part, len(classes), config, live)
         with atomic_output(Path(model_path), suffix=".keras") as tmp:
-            model.save(tmp)
+            save_model(model, tmp)
     print(f"train: {config.head} head on {len(train_part[1])} images, {len(classes)} classes -> {model_path}")
 
 

@@ -32,7 +32,7 @@ def load(name: str) -> dict:
 
 def test_workflow_files_pass_the_github_workflow_schema():
     files = sorted(WORKFLOWS.glob("*.yml"))
-    assert [path.name for path in files] == ["report.yml", "test.yml"]
+    assert [path.name for path in files] == ["report.yml", "reproducibility.yml", "test.yml"]
     result = check_jsonschema(*files)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -53,7 +53,7 @@ def test_a_typo_in_a_workflow_fails_the_schema_check(tmp_path, typo):
 
 def test_test_workflow_runs_ci_run_on_python_311_with_the_pip_cache():
     workflow = load("test.yml")
-    assert set(workflow["on"]) == {"push", "pull_request"}
+    assert workflow["on"] == {"push": {"branches": ["main"]}, "pull_request": None}
     assert workflow["permissions"] == {"contents": "read"}
     steps = workflow["jobs"]["test"]["steps"]
     python = next(step for step in steps if step.get("uses", "").startswith("actions/setup-python@"))
@@ -65,7 +65,7 @@ def test_test_workflow_runs_ci_run_on_python_311_with_the_pip_cache():
 
 def test_report_workflow_has_least_permissions_full_history_and_one_updated_comment():
     workflow = load("report.yml")
-    assert set(workflow["on"]) == {"pull_request"}
+    assert workflow["on"] == {"pull_request": None, "push": {"branches": ["main"]}}
     assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
     steps = workflow["jobs"]["report"]["steps"]
     checkout = next(step for step in steps if step.get("uses", "").startswith("actions/checkout@"))
@@ -90,3 +90,37 @@ def test_ci_run_lints_with_ruff_and_checks_the_workflow_schema():
     ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
     assert ruff["line-length"] == 120
     assert ruff["lint"]["select"] == ["E", "W", "F", "I", "B", "UP", "SIM"]  # explicit, not ruff's moving default
+
+
+@pytest.mark.parametrize("name", ["report.yml", "reproducibility.yml", "test.yml"])
+def test_no_workflow_runs_twice_for_one_pull_request(name):
+    # A push to a pull request's branch triggers `push` and `pull_request` both, unless push is limited to main.
+    triggers = load(name)["on"]
+    if "pull_request" in triggers and "push" in triggers:
+        assert (triggers["push"] or {}).get("branches") == ["main"], triggers
+
+
+def test_report_cache_is_keyed_on_lock_params_and_stage_code_and_secrets_stay_in_one_step():
+    text = (WORKFLOWS / "report.yml").read_text()
+    steps = load("report.yml")["jobs"]["report"]["steps"]
+    cache = next(step for step in steps if step.get("uses", "").startswith("actions/cache@"))
+    assert cache["with"]["key"] == (
+        "dvc-${{ hashFiles('dvc.lock', 'params.yaml', 'dvc.yaml', 'stages/**', 'transfer/**') }}"
+    )
+    with_secrets = [step["name"] for step in steps if "secrets." in yaml.safe_dump(step)]
+    assert with_secrets == ["Bring the pipeline up to date"] and "secrets." not in text.split("steps:")[0]
+    for step in steps:  # on main's pushes only the cache is filled: no report, no comment
+        if step.get("name") in ("Report", "Comment on the pull request") or "upload-artifact" in step.get("uses", ""):
+            assert step["if"].startswith("github.event_name == 'pull_request'")
+
+
+def test_reproducibility_workflow_verifies_every_pull_request_and_reruns_on_schedule_and_by_hand():
+    workflow = load("reproducibility.yml")
+    assert set(workflow["on"]) == {"pull_request", "schedule", "workflow_dispatch"}
+    assert workflow["permissions"] == {"contents": "read"}
+    verify, rerun = workflow["jobs"]["verify"], workflow["jobs"]["rerun"]
+    assert verify["if"] == "github.event_name == 'pull_request'"
+    assert rerun["if"] == "github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'"
+    assert verify["steps"][-1]["run"].rstrip().endswith("python -m tools.verify")
+    assert "python -m tools.verify --rerun $EXTRA" in rerun["steps"][-1]["run"]
+    assert "secrets." not in (WORKFLOWS / "reproducibility.yml").read_text()

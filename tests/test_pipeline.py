@@ -27,7 +27,7 @@ from transfer.downloads import fetch
 from transfer.feature_cache import load_classes
 from transfer.params import FeaturesParams, TrainParams
 
-STAGES = ["download", "extract", "split", "features", "train", "evaluate", "export"]
+STAGES = ["source", "download", "extract", "split", "features", "train", "evaluate", "export"]
 
 
 @dataclass

@@ -114,7 +114,7 @@ def test_the_run_made_every_output(runs):
 def test_second_repro_runs_nothing_and_status_is_clean_with_the_server_gone(runs):
     # Checked by reproduce() right after the first run: status clean, second repro ran nothing, same dvc.lock.
     assert runs.report.problems == []
-    assert runs.report.stages == ["download", "extract", "split", "features", *HEAD_STAGES]
+    assert runs.report.stages == ["source", "download", "extract", "split", "features", *HEAD_STAGES]
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(runs.url, timeout=5)  # the network source is really gone
     repo = runs.a

@@ -11,10 +11,8 @@ git + DVC repository holding this checkout's pipeline (random-init backbone, ima
   * any output of any stage differs between the two runs: the split manifests, the feature arrays,
     metrics/*.json and every other file under a path dvc.yaml lists in `outs`, and dvc.lock itself.
 
-Keras `.keras` files are never byte-identical between two saves (metadata.json holds the save time and
-config.json Python object ids), so models are compared by content instead: the weights file byte for byte,
-config.json with its shared_object_id numbers renumbered in order, metadata.json without date_saved; and
-dvc.lock is compared with the md5/size of `.keras` paths masked. Everything else must match byte for byte.
+Nothing is masked: `.keras` models are written byte-stable (transfer/model_files.py), so they and dvc.lock
+are compared byte for byte like everything else; for a model that differs, the message names the zip member.
 Runs on the CPU (GPUs are hidden unless --gpu); about 2 minutes on 2 CPU cores.
 Exit status: 0 reproducible, 1 not (or a run failed), 2 bad usage.
 """
@@ -37,8 +35,6 @@ import yaml
 
 from tools import scratch_repo
 from tools.synthetic import make_archive
-
-MASKED = "<.keras: compared by content>"
 
 
 @dataclass
@@ -120,65 +116,32 @@ def reproduce(repo: Path, label: str = "run") -> RunReport:
 # ---------------------------------------------------------------------------------------------- comparison
 
 
-def _renumber_shared_ids(node, seen: dict) -> object:
-    """config.json with shared_object_id values (Python id()s) replaced by their order of appearance."""
-    if isinstance(node, dict):
-        return {
-            k: (seen.setdefault(v, len(seen)) if k == "shared_object_id" else _renumber_shared_ids(v, seen))
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_renumber_shared_ids(v, seen) for v in node]
-    return node
-
-
-def compare_keras(a: Path, b: Path) -> str | None:
-    """Why two .keras files hold different models, or None when only save time and object ids differ."""
+def keras_members_differing(a: Path, b: Path) -> str:
+    """Which zip members of two .keras files differ (a diagnosis only: the files are compared byte for byte)."""
     try:
         with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
-            names_a, names_b = sorted(za.namelist()), sorted(zb.namelist())
-            if names_a != names_b:
+            names_a, names_b = za.namelist(), zb.namelist()
+            if sorted(names_a) != sorted(names_b):
                 return f"different members ({', '.join(sorted(set(names_a) ^ set(names_b)))})"
-            for name in names_a:
-                left, right = za.read(name), zb.read(name)
-                if left == right:
-                    continue
-                if name == "metadata.json":
-                    left, right = ({k: v for k, v in json.loads(x).items() if k != "date_saved"} for x in (left, right))
-                elif name == "config.json":
-                    left, right = (_renumber_shared_ids(json.loads(x), {}) for x in (left, right))
-                if left != right:
-                    return f"member {name} differs"
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        return f"cannot be compared as .keras archives ({error})"
-    return None
+            differing = [name for name in names_a if za.read(name) != zb.read(name)]
+    except (zipfile.BadZipFile, OSError) as error:
+        return f"not readable as .keras archives ({error})"
+    if differing:
+        return "member(s) " + ", ".join(differing) + " differ"
+    return "same members, different zip layout (entry order, times or compression)"
 
 
 def _is_keras(path: str) -> bool:
     return str(path).endswith(".keras")
 
 
-def _normalized_lock(path: Path) -> dict:
-    """dvc.lock with the hashes of .keras files masked (see the module docstring)."""
-    lock = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for stage in (lock.get("stages") or {}).values():
-        for key in ("deps", "outs"):
-            for entry in stage.get(key) or []:
-                if _is_keras(entry.get("path", "")):
-                    for name in ("md5", "size"):
-                        if name in entry:
-                            entry[name] = MASKED
-    return lock
-
-
 def compare_locks(a: Path, b: Path) -> list[str]:
     if not a.is_file() or not b.is_file():
         return [f"dvc.lock: missing in {'run 1' if not a.is_file() else 'run 2'}"]
-    left, right = _normalized_lock(a), _normalized_lock(b)
+    left, right = a.read_bytes(), b.read_bytes()
     if left == right:
         return []
-    text_a = yaml.safe_dump(left, sort_keys=False).splitlines(True)
-    text_b = yaml.safe_dump(right, sort_keys=False).splitlines(True)
+    text_a, text_b = left.decode().splitlines(True), right.decode().splitlines(True)
     diff = "".join(difflib.unified_diff(text_a, text_b, "dvc.lock (run 1)", "dvc.lock (run 2)", n=2))
     return [f"dvc.lock differs between the runs:\n{diff[:4000]}"]
 
@@ -234,9 +197,7 @@ def compare_runs(a: Path, b: Path, outputs: list[str] | None = None, lock: bool 
         if left.read_bytes() == right.read_bytes():
             continue
         if _is_keras(path):
-            reason = compare_keras(left, right)
-            if reason:
-                problems.append(f"{path}: the models differ ({reason})")
+            problems.append(f"{path}: differs between the runs ({keras_members_differing(left, right)})")
         else:
             detail = _json_detail(left, right) if path.endswith(".json") else ""
             problems.append(f"{path}: differs between the runs{detail}")
@@ -274,13 +235,12 @@ def check(workdir: Path, classes: int = 4, per_class: int = 15, image_px: int = 
     problems += compare_runs(reports[0].repo, reports[1].repo)
     files = output_files(reports[0].repo, declared_outputs(reports[0].repo))
     metrics = json.loads((reports[0].repo / "metrics" / "test.json").read_text())
-    keras = [f for f in files if _is_keras(f)]
     summary = "\n".join(
         [
             f"  runs: {len(reports[0].stages)} stages each, {reports[0].seconds:.0f} s and {reports[1].seconds:.0f} s; "
             "a second dvc repro ran nothing and left dvc.lock unchanged; dvc status clean",
-            f"  identical: {len(files) - len(keras)} output files byte for byte ({_summary(reports[0].repo, files)}), "
-            f"{len(keras)} .keras models by content, dvc.lock",
+            f"  identical byte for byte: {len(files)} output files ({_summary(reports[0].repo, files)}), "
+            "the .keras models among them, and dvc.lock",
             "  metrics/test.json: " + ", ".join(f"{k} {v}" for k, v in metrics.items()),
         ]
     )

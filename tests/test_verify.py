@@ -1,0 +1,214 @@
+"""tools/verify.py, the CI gate: it passes on a fresh clone of a committed run (no outputs, no remote) and fails,
+naming the stage and the reason, for every way a committed dvc.lock can be stale; --outputs and --rerun likewise.
+
+A two-stage pipeline without TensorFlow (prep -> report), so each real `dvc repro` takes seconds. One module
+fixture runs it once and commits; every test works in a `git clone` of that run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools import verify
+from tools.scratch_repo import clone, commit_all, dvc, git
+
+pytestmark = pytest.mark.e2e
+
+PREP = """
+import yaml
+scale = yaml.safe_load(open("params.yaml"))["prep"]["scale"]
+open("mid.txt", "w").write(open("data.txt").read() * scale)
+"""
+REPORT = """
+import json, os, random, yaml
+p = yaml.safe_load(open("params.yaml"))["report"]
+n = len(open("mid.txt").read().splitlines())
+os.makedirs("metrics", exist_ok=True)
+score = round(0.5 + p["a"] / 100 + p["noise"] * random.random(), 12)
+json.dump({"lines": n, "score": score}, open("metrics/m.json", "w"))
+"""
+PIPELINE = {
+    "stages": {
+        "prep": {
+            "cmd": "python prep.py",
+            "deps": ["prep.py", "data.txt"],
+            "params": ["prep.scale"],
+            "outs": ["mid.txt"],
+        },
+        "report": {
+            "cmd": "python report.py",
+            "deps": ["report.py", "mid.txt"],
+            "params": ["report"],
+            "outs": [{"metrics/m.json": {"cache": False}}],
+        },
+    }
+}
+PARAMS = {"prep": {"scale": 2}, "report": {"a": 1, "noise": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("verify") / "repo"
+    repo.mkdir()
+    (repo / "prep.py").write_text(PREP)
+    (repo / "report.py").write_text(REPORT)
+    (repo / "data.txt").write_text("a\nb\n")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(PIPELINE, sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    dvc(repo, "init", "-q")
+    dvc(repo, "config", "core.autostage", "true")
+    dvc(repo, "repro")
+    dvc(repo, "remote", "add", "-d", "storage", str(repo.parent / "remote"))
+    dvc(repo, "push")
+    commit_all(repo, "run")
+    return repo
+
+
+def verify_in(repo: Path, *args: str, capsys) -> tuple[int, str, str]:
+    code = verify.main(["--repo", str(repo), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def edit_params(repo: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_passes_on_a_fresh_clone_without_outputs_where_dvc_status_cannot_tell(committed, tmp_path, capsys):
+    repo = clone(committed, tmp_path / "c")
+    assert not (repo / "mid.txt").exists()
+    status = dvc(repo, "status", "-q", check=False)
+    assert status.returncode == 1  # `dvc status` without the outputs: everything "deleted", stale or not
+    code, out, err = verify_in(repo, capsys=capsys)
+    assert code == 0, err
+    assert out.startswith("verify: OK: dvc.lock is up to date for 2 stage(s): 4 dependency hashes, 2 params and 1")
+
+
+def test_a_committed_param_change_names_the_stage_the_key_and_both_values(committed, tmp_path, capsys):
+    repo = clone(committed, tmp_path / "c")
+    edit_params(repo, "prep", "scale", 3)
+    edit_params(repo, "report", "a", 5)  # inside a whole-section param: the leaf key is named
+    commit_all(repo, "params without dvc repro")
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 1
+    assert "verify: FAILED: 2 problem(s); stale stage(s): prep, report" in err
+    assert "  - prep: param prep.scale: 2 -> 3 (params.yaml)" in err
+    assert "  - report: param report.a: 1 -> 5 (params.yaml)" in err
+
+
+@pytest.mark.parametrize("path", ["prep.py", "data.txt"])
+def test_committed_stage_code_or_data_change_names_the_file(committed, tmp_path, capsys, path):
+    repo = clone(committed, tmp_path / "c")
+    with open(repo / path, "a") as file:
+        file.write("\n# changed\n" if path.endswith(".py") else "c\n")
+    commit_all(repo, "change without dvc repro")
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 1
+    assert f"  - prep: {path} changed (file md5 " in err
+    assert "  - report: downstream of stale stage prep" in err
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda s: s["prep"].update(cmd="python prep.py --fast"),
+            "prep: command changed: 'python prep.py' in dvc.lock",
+        ),
+        (lambda s: s["report"]["deps"].append("data.txt"), "report: dependency data.txt added to dvc.yaml"),
+        (lambda s: s["prep"]["params"].append("report.a"), "prep: param report.a: '(absent)' -> 1 (params.yaml)"),
+        (lambda s: s.update(extra={"cmd": "true", "outs": ["x"]}), "extra: not in dvc.lock"),
+    ],
+)
+def test_committed_dvc_yaml_change_names_the_stage(committed, tmp_path, capsys, edit, message):
+    repo = clone(committed, tmp_path / "c")
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    edit(spec["stages"])
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    commit_all(repo, "dvc.yaml")
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 1 and message in err, err
+
+
+def test_a_stage_rerun_alone_leaves_its_consumer_stale(committed, tmp_path, capsys):
+    repo = clone(committed, tmp_path / "c")
+    edit_params(repo, "prep", "scale", 4)
+    dvc(repo, "repro", "--single-item", "prep")
+    commit_all(repo, "prep only")
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 1 and "stale stage(s): report" in err
+    assert "  - report: mid.txt is not what stage prep made (md5 " in err
+
+
+def test_an_edited_metric_kept_in_git_and_an_uncommitted_lock_are_named(committed, tmp_path, capsys):
+    repo = clone(committed, tmp_path / "c")
+    (repo / "metrics/m.json").write_text('{"lines": 4, "score": 0.99}')
+    commit_all(repo, "hand-edited metric")
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 1 and "  - report: output metrics/m.json (kept in git) is not what dvc.lock records" in err
+    # With core.autostage, `dvc repro` stages dvc.lock: `git diff --exit-code dvc.lock` (worktree vs index) then
+    # cannot fail. verify compares with HEAD.
+    repo = clone(committed, tmp_path / "d")
+    dvc(repo, "pull")
+    edit_params(repo, "prep", "scale", 5)
+    dvc(repo, "repro")
+    assert git(repo, "diff", "--exit-code", "dvc.lock", check=False).returncode == 0  # the gate that cannot fail
+    assert git(repo, "diff", "--exit-code", "HEAD", "--", "dvc.lock", check=False).returncode == 1
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 1 and "  - dvc.lock differs from the one committed at HEAD: commit it" in err
+
+
+def test_cannot_check_exits_2(committed, tmp_path, capsys):
+    (tmp_path / "plain").mkdir()
+    assert verify_in(tmp_path / "plain", capsys=capsys)[0] == 2
+    repo = clone(committed, tmp_path / "c")
+    (repo / "dvc.yaml").write_text("stages:\n  prep:\n    cmd: [unclosed\n")
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 2 and err.startswith("verify: cannot check")
+    with pytest.raises(SystemExit) as usage:
+        verify.main(["--repo", str(repo), "--tolerance", "0.1"])
+    assert usage.value.code == 2
+
+
+def test_outputs_after_pull_match_and_a_changed_or_missing_output_is_named(committed, tmp_path, capsys):
+    repo = clone(committed, tmp_path / "c")
+    dvc(repo, "pull")
+    code, out, _ = verify_in(repo, "--outputs", capsys=capsys)
+    assert code == 0 and "2 outputs in the working tree match dvc.lock" in out
+    (repo / "mid.txt").write_text("tampered\n")
+    code, _, err = verify_in(repo, "--outputs", capsys=capsys)
+    assert code == 1 and "  - prep: output mid.txt is not what dvc.lock records (md5 " in err
+    (repo / "mid.txt").unlink()
+    code, _, err = verify_in(repo, "--outputs", capsys=capsys)
+    assert code == 1 and "  - prep: output mid.txt is missing (run `dvc pull` first)" in err
+
+
+def test_rerun_passes_on_a_deterministic_run_and_names_what_differs_otherwise(committed, tmp_path, capsys):
+    code, out, err = verify_in(committed, "--rerun", capsys=capsys)
+    assert code == 0, err
+    assert "a rerun from scratch of HEAD gave the same output hashes and metrics (tolerance 1e-06)" in out
+
+    repo = clone(committed, tmp_path / "noisy")
+    edit_params(repo, "report", "noise", 1e-9)  # a metric that moves in its last digits from run to run
+    dvc(repo, "repro")
+    commit_all(repo, "noisy")
+    committed_score = json.loads((repo / "metrics/m.json").read_text())["score"]
+    code, _, err = verify_in(repo, "--rerun", capsys=capsys)
+    assert code == 1 and "  - rerun: metrics/m.json: committed md5 " in err
+    assert verify_in(repo, "--rerun", "--metrics-only", capsys=capsys)[0] == 0  # within the default 1e-6
+    code, _, err = verify_in(repo, "--rerun", "--metrics-only", "--tolerance", "0", capsys=capsys)
+    assert code == 1 and f"  - rerun: metrics/m.json: score committed {committed_score!r}, rerun " in err
+
+    (repo / "prep.py").write_text("raise SystemExit('broken')\n")
+    commit_all(repo, "broken stage")
+    code, _, err = verify_in(repo, "--rerun", capsys=capsys)
+    assert code == 2 and "verify: cannot check: the rerun failed" in err
