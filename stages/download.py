@@ -6,12 +6,10 @@ run) and is resumed. The archive reaches data/raw/ only once it is verified (tra
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
-from transfer import params
-from transfer.cli import run
+from transfer import cli, params
 from transfer.downloads import archive_name, receive
 from transfer.files import atomic_output, remove
 from transfer.redact import redact
@@ -39,17 +37,18 @@ def main(raw_dir: Path, partial_dir: Path, **options) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("raw_dir", type=Path, help="where the verified archive is written (data/raw)")
-    parser.add_argument(
-        "--partial-dir", type=Path, default=Path("data/.partial"), help="where interrupted downloads wait"
+    cli.stage(
+        main,
+        __doc__,
+        raw_dir="where the verified archive is written (data/raw)",
+        options={
+            "--partial-dir": dict(type=Path, default=Path("data/.partial"), help="where interrupted downloads wait"),
+            "--timeout": dict(type=float, default=60.0, help="seconds without data before a retry"),
+            "--retries": dict(type=int, default=5, help="retries in a row without progress before giving up"),
+            "--backoff": dict(type=float, default=2.0, help="seconds before the first retry (then doubling)"),
+            "--max-retry-wait": dict(
+                dest="max_wait", type=float, default=300.0, help="cap on a server's Retry-After (s)"
+            ),
+            "--time-limit": dict(type=float, default=1800.0, help="no retry starts after this many seconds"),
+        },
     )
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
-    parser.add_argument("--retries", type=int, default=5, help="retries in a row without progress before giving up")
-    parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry (then doubling)")
-    parser.add_argument("--max-retry-wait", type=float, default=300.0, help="cap on a server's Retry-After (s)")
-    parser.add_argument("--time-limit", type=float, default=1800.0, help="no retry starts after this many seconds")
-    args = parser.parse_args()
-    options = dict(timeout=args.timeout, retries=args.retries, backoff=args.backoff)
-    options.update(max_wait=args.max_retry_wait, time_limit=args.time_limit)
-    run(lambda: main(args.raw_dir, args.partial_dir, **options))

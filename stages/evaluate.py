@@ -7,14 +7,12 @@ macro_f1 and n_test, so `dvc metrics diff` compares runs across commits. metrics
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from transfer import devices, params
-from transfer.cli import run
+from transfer import cli, devices, params
 from transfer.errors import StageError
 from transfer.feature_cache import load_classes, load_part
 from transfer.files import atomic_output, write_json
@@ -87,10 +85,11 @@ def main(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir: Pat
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("features_dir", type=Path, help="cached features (data/features)")
-    parser.add_argument("split_dir", type=Path, help="manifests, for the test images' paths (data/split)")
-    parser.add_argument("model_path", type=Path, help="the trained head (models/head.keras)")
-    parser.add_argument("metrics_dir", type=Path, help="where test.json, per_class.csv and the plots go (metrics)")
-    args = parser.parse_args()
-    run(lambda: main(args.features_dir, args.split_dir, args.model_path, args.metrics_dir))
+    cli.stage(
+        main,
+        __doc__,
+        features_dir="cached features (data/features)",
+        split_dir="manifests, for the test images' paths (data/split)",
+        model_path="the trained head (models/head.keras)",
+        metrics_dir="where test.json, per_class.csv and the plots go (metrics)",
+    )

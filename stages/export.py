@@ -6,13 +6,11 @@ probabilities; models/classes.json beside it names the classes in output order.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
-from transfer import devices, params
+from transfer import cli, devices, params
 from transfer.classifier import build_classifier
-from transfer.cli import run
 from transfer.errors import StageError
 from transfer.feature_cache import load_classes
 from transfer.files import atomic_output
@@ -39,9 +37,10 @@ def main(head_path: Path, features_dir: Path, classifier_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("head_path", type=Path, help="the trained head (models/head.keras)")
-    parser.add_argument("features_dir", type=Path, help="cached features, for the class list (data/features)")
-    parser.add_argument("classifier_path", type=Path, help="where the classifier is written (models/classifier.keras)")
-    args = parser.parse_args()
-    run(lambda: main(args.head_path, args.features_dir, args.classifier_path))
+    cli.stage(
+        main,
+        __doc__,
+        head_path="the trained head (models/head.keras)",
+        features_dir="cached features, for the class list (data/features)",
+        classifier_path="where the classifier is written (models/classifier.keras)",
+    )

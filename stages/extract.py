@@ -7,14 +7,12 @@ Writes metrics/data.json: images per class and every file left out, with the rea
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from transfer import params
+from transfer import cli, params
 from transfer.archives import MAX_UNPACKED_BYTES
 from transfer.class_folders import collect_images, locate_class_root
-from transfer.cli import run
 from transfer.errors import StageError
 from transfer.files import atomic_output, disk_space, remove, write_json
 
@@ -65,9 +63,10 @@ def main(raw_dir: Path, images_dir: Path, report_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("raw_dir", type=Path, help="folder holding the downloaded archive (data/raw)")
-    parser.add_argument("images_dir", type=Path, help="where class folders are written (data/images)")
-    parser.add_argument("report", type=Path, help="JSON report of images kept and left out (metrics/data.json)")
-    args = parser.parse_args()
-    run(lambda: main(args.raw_dir, args.images_dir, args.report))
+    cli.stage(
+        main,
+        __doc__,
+        raw_dir="folder holding the downloaded archive (data/raw)",
+        images_dir="where class folders are written (data/images)",
+        report_path="JSON report of images kept and left out (metrics/data.json)",
+    )

@@ -9,15 +9,13 @@ Writes data/features/<part>/{features,labels}.npy and classes.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from transfer import devices, params
-from transfer.cli import run
+from transfer import cli, devices, params
 from transfer.decoder import ImageDecoder
 from transfer.errors import StageError
 from transfer.extractor import Extractor
@@ -63,9 +61,10 @@ def main(images_dir: Path, split_dir: Path, features_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images_dir", type=Path, help="class folders of images (data/images)")
-    parser.add_argument("split_dir", type=Path, help="train/val/test manifests (data/split)")
-    parser.add_argument("features_dir", type=Path, help="where the cached features are written (data/features)")
-    args = parser.parse_args()
-    run(lambda: main(args.images_dir, args.split_dir, args.features_dir))
+    cli.stage(
+        main,
+        __doc__,
+        images_dir="class folders of images (data/images)",
+        split_dir="train/val/test manifests (data/split)",
+        features_dir="where the cached features are written (data/features)",
+    )

@@ -10,12 +10,10 @@ data/source is small and kept in git (`cache: false`), so a fresh clone's `dvc s
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
-from transfer import params
-from transfer.cli import run
+from transfer import cli, params
 from transfer.downloads import local_source
 from transfer.errors import StageError
 from transfer.files import remove
@@ -44,7 +42,8 @@ def main(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", type=Path, help="where the link or URL file is written (data/source)")
-    args = parser.parse_args()
-    run(lambda: main(args.path))
+    cli.stage(
+        main,
+        __doc__,
+        path="where the link or URL file is written (data/source)",
+    )

@@ -7,13 +7,11 @@ the manifests hold paths relative to data/images and the class label.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
-from transfer import params
-from transfer.cli import run
+from transfer import cli, params
 from transfer.errors import StageError
 from transfer.files import atomic_output
 from transfer.manifests import PARTS
@@ -83,8 +81,9 @@ def main(images_dir: Path, split_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images_dir", type=Path, help="class folders of images (data/images)")
-    parser.add_argument("split_dir", type=Path, help="where train.csv, val.csv and test.csv are written (data/split)")
-    args = parser.parse_args()
-    run(lambda: main(args.images_dir, args.split_dir))
+    cli.stage(
+        main,
+        __doc__,
+        images_dir="class folders of images (data/images)",
+        split_dir="where train.csv, val.csv and test.csv are written (data/split)",
+    )

@@ -8,11 +8,9 @@ kind of Keras model so evaluate and export treat both alike. Per-epoch loss and 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from transfer import devices, params
-from transfer.cli import run
+from transfer import cli, devices, params
 from transfer.feature_cache import load_classes, load_part
 from transfer.files import atomic_output
 from transfer.heads import fit_dense, fit_logistic
@@ -42,9 +40,10 @@ def main(features_dir: Path, model_path: Path, live_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("features_dir", type=Path, help="cached features (data/features)")
-    parser.add_argument("model_path", type=Path, help="where the trained head is saved (models/head.keras)")
-    parser.add_argument("live_dir", type=Path, help="DVCLive folder for per-epoch metrics (metrics/train)")
-    args = parser.parse_args()
-    run(lambda: main(args.features_dir, args.model_path, args.live_dir))
+    cli.stage(
+        main,
+        __doc__,
+        features_dir="cached features (data/features)",
+        model_path="where the trained head is saved (models/head.keras)",
+        live_dir="DVCLive folder for per-epoch metrics (metrics/train)",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,3 +34,19 @@ def run(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def stage(main: Callable[..., object], doc: str, options: dict[str, dict] | None = None, **paths: str) -> None:
+    """The tail of every stage module: `paths` (name=help, in order) become positional Path arguments and
+    `options` ("--name": add_argument keywords) optional ones, all passed to main by name; then run() it.
+
+        if __name__ == "__main__":
+            cli.stage(main, __doc__, images_dir="class folders of images (data/images)", split_dir="...")
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, help in paths.items():
+        parser.add_argument(name, type=Path, help=help)
+    for flag, keywords in (options or {}).items():
+        parser.add_argument(flag, **keywords)
+    args = parser.parse_args()
+    run(lambda: main(**vars(args)))
