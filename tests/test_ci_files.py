@@ -57,7 +57,9 @@ def test_test_workflow_runs_ci_run_on_python_311_with_the_pip_cache():
     assert workflow["permissions"] == {"contents": "read"}
     steps = workflow["jobs"]["test"]["steps"]
     python = next(step for step in steps if step.get("uses", "").startswith("actions/setup-python@"))
-    assert python["with"]["python-version"] == "3.11" and python["with"]["cache"] == "pip"
+    # CI's Python is the one the lock files are compiled for (requirements.in names it in its compile command).
+    compiled_for = (ROOT / "requirements.in").read_text().split("--python-version ")[1].split()[0]
+    assert python["with"]["python-version"] == compiled_for and python["with"]["cache"] == "pip"
     assert python["with"]["cache-dependency-path"].split() == ["requirements.txt", "requirements-dev.txt"]
     assert steps[-1]["run"] == ".ci/run"
     assert (ROOT / ".ci/run").stat().st_mode & 0o111  # executable, as the step calls it
@@ -87,9 +89,29 @@ def test_ci_run_lints_with_ruff_and_checks_the_workflow_schema():
         "check-jsonschema --builtin-schema vendor.github-workflows",
     ):
         assert command in script
-    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
-    assert ruff["line-length"] == 120
-    assert ruff["lint"]["select"] == ["E", "W", "F", "I", "B", "UP", "SIM"]  # explicit, not ruff's moving default
+    # An explicit rule selection (not ruff's moving default) that catches what it should.
+    assert "select" in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
+
+
+def ruff(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).with_name("ruff")), *args, "--config", str(ROOT / "pyproject.toml"), "."]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "code, rule",
+    [
+        ("import os\n", "F401"),  # pyflakes: unused import
+        ("def f(x=[]):\n    return x\n", "B006"),  # bugbear: mutable default
+        ("import sys\nimport os\n\nprint(os, sys)\n", "I001"),  # import order
+    ],
+)
+def test_the_lint_gate_fails_on_a_real_problem(tmp_path, code, rule):
+    (tmp_path / "bad.py").write_text(code)
+    result = ruff("check", cwd=tmp_path)
+    assert result.returncode == 1 and rule in result.stdout, result.stdout + result.stderr
+    (tmp_path / "bad.py").write_text('"""Fine."""\n')
+    assert ruff("check", cwd=tmp_path).returncode == 0
 
 
 @pytest.mark.parametrize("name", ["report.yml", "reproducibility.yml", "test.yml"])
