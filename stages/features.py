@@ -96,7 +96,7 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
 
 
 def main(images_dir: Path, split_dir: Path, features_dir: Path) -> None:
-    with workers.sigterm_cleans_up():
+    with workers.termination_cleans_up():
         extract_features(images_dir, split_dir, features_dir, params.load().features)
 
 

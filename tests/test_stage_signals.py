@@ -84,7 +84,7 @@ def kill_leftovers(processes: list[psutil.Process]) -> None:
             child.kill()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_path, signum):
     """SIGKILL to the main process only is what the OOM killer does; SIGTERM is `kill PID`."""
     project = make_project(tmp_path / "project", per_class=60)
@@ -109,15 +109,21 @@ def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_pat
         assert sorted(p.name for p in (project / "data").iterdir()) == ["images", "split"]
 
 
-def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path):
-    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the stage and every worker."""
+@pytest.mark.parametrize(
+    ("signum", "status", "line"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm-to-group"],
+)
+def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path, signum, status, line):
+    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the stage and every worker; a
+    service manager or CI runner stopping a job sends SIGTERM to the whole group."""
     project = make_project(tmp_path / "project", per_class=60)
     log = tmp_path / "stage.log"
     process = start_stage(project, log, new_session=True)
     children = []
     try:
         children, segments = wait_until_decoding(process, log)
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signum)
         process.wait(timeout=120)
         wait_for(lambda: all(gone(child) for child in children), "every worker has exited", timeout=30)
         wait_for(lambda: not (segments & set(os.listdir(SHM))), "the shared memory is freed", timeout=30)
@@ -127,9 +133,9 @@ def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path):
             process.wait()
         kill_leftovers(children)
     output = log.read_text()
-    assert process.returncode == 130, output
+    assert process.returncode == status, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
-    assert output.splitlines()[-1] == "interrupted"
+    assert output.splitlines()[-1] == line
     assert sorted(p.name for p in (project / "data").iterdir()) == ["images", "split"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -91,14 +92,15 @@ class ImageDecoder:
             )
         lifecycle.remove_orphaned_segments()
         shape = (self.n_slots, batch_size, image_size, image_size, 3)
-        self.memory = shared_memory.SharedMemory(lifecycle.segment_name(), create=True, size=int(np.prod(shape)))
-        self.slots = np.ndarray(shape, np.uint8, buffer=self.memory.buf)
-        self.processes, self.connections = [], []
+        self.processes, self.connections, self.memory = [], [], None
         self._turn, self._unanswered = 0, [0] * self.workers
         # spawn: forking a process that runs TensorFlow or JAX threads can deadlock the child.
         context = multiprocessing.get_context("spawn")
         try:
-            with lifecycle.interrupts_held():
+            with lifecycle.signals_held():
+                size = int(np.prod(shape))
+                self.memory = shared_memory.SharedMemory(lifecycle.segment_name(), create=True, size=size)
+                self.slots = np.ndarray(shape, np.uint8, buffer=self.memory.buf)
                 for _ in range(self.workers):
                     mine, theirs = context.Pipe()
                     process = context.Process(
@@ -108,9 +110,12 @@ class ImageDecoder:
                     theirs.close()  # only the worker holds its end: its death reads as EOF here
                     self.processes.append(process)
                     self.connections.append(mine)
-        except BaseException:
+        except BaseException:  # a Ctrl-C held back while the workers started arrives here
             self.close(failed=True)
             raise
+        # Should a caller never close the decoder, stop the workers before multiprocessing's own exit handler
+        # joins them (it would wait on workers that ignore its SIGTERM).
+        atexit.register(self.close, True)
 
     def __enter__(self) -> ImageDecoder:
         return self
@@ -120,6 +125,7 @@ class ImageDecoder:
 
     def close(self, failed: bool = False) -> None:
         """Stop the workers (at once after a failure, else once they finish) and free the shared memory."""
+        atexit.unregister(self.close)
         for connection in self.connections:
             connection.close()  # a worker waiting for work reads EOF and exits
         for process in self.processes:
@@ -132,10 +138,12 @@ class ImageDecoder:
         self.processes, self.connections = [], []
         with contextlib.suppress(AttributeError):
             del self.slots
-        with contextlib.suppress(FileNotFoundError):
-            self.memory.unlink()  # freed once the last view of it is gone
-        with contextlib.suppress(BufferError):  # a caller may still hold a batch
-            self.memory.close()
+        if getattr(self, "memory", None) is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.memory.unlink()  # freed once the last view of it is gone
+            with contextlib.suppress(BufferError):  # a caller may still hold a batch
+                self.memory.close()
+            self.memory = None
 
     def _submit(self, slot: int, chunk: list[str]) -> list[int]:
         # Split each batch across the workers so that even one batch is decoded in parallel.

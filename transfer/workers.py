@@ -54,7 +54,8 @@ def remove_orphaned_segments(shm: Path = SHM) -> list[str]:
 
 
 def die_with_parent(parent: int) -> None:
-    """In a worker: have the kernel kill this process when its parent dies; exit now if it already has."""
+    """In a worker: have the kernel kill this process when its parent dies (strictly: when the parent's thread
+    that started it ends, so start workers from the thread that keeps them); exit now if it already has."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
@@ -64,45 +65,59 @@ def die_with_parent(parent: int) -> None:
 
 
 def ignore_interrupts() -> None:
-    """In a worker: Ctrl-C is for the parent, which stops the workers itself (no traceback from each worker)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """In a worker: Ctrl-C, SIGTERM and SIGHUP sent to the whole process group are for the parent, which stops
+    the workers itself after cleaning up (and no worker prints a KeyboardInterrupt traceback)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @contextlib.contextmanager
-def interrupts_held():
-    """Start child processes with SIGINT blocked, so that a Ctrl-C during their start-up (before they can ignore
-    it) cannot print a KeyboardInterrupt traceback from each of them; the parent gets its Ctrl-C afterwards."""
+def signals_held():
+    """Start child processes with SIGINT and SIGHUP blocked. A Ctrl-C during a worker's start-up (before it can
+    ignore it) then cannot print a KeyboardInterrupt traceback from each worker, and multiprocessing's resource
+    tracker, started here too, keeps SIGHUP blocked: when a closed terminal sends SIGHUP to the whole group, it
+    lives on to free the shared memory after the parent has cleaned up. The parent gets its signal afterwards."""
+    from multiprocessing import resource_tracker
+
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        resource_tracker.ensure_running()
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
     try:
+        resource_tracker.ensure_running()
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Terminated(SystemExit):
-    """SIGTERM, raised in the main thread so that `with` blocks and `finally` clauses clean up."""
+    """SIGTERM or SIGHUP, raised in the main thread so that `with` blocks and `finally` clauses clean up."""
 
 
 @contextlib.contextmanager
-def sigterm_cleans_up():
-    """Turn SIGTERM (`kill PID`, a CI runner's timeout) into an exception with exit status 143, so that temporary
-    output, shared memory and workers are removed as for Ctrl-C; a second SIGTERM ends the process at once."""
+def termination_cleans_up():
+    """Turn SIGTERM (`kill PID`, a CI runner's timeout, `systemctl stop`) and SIGHUP (the terminal closed) into an
+    exception with exit status 128 + signal, so that scratch output, shared memory and workers are removed as
+    after Ctrl-C; a second such signal ends the process at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    signals = (signal.SIGTERM, signal.SIGHUP)
 
     def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        print("terminated (SIGTERM)", file=sys.stderr)
-        raise Terminated(128 + signal.SIGTERM)
+        for other in signals:
+            signal.signal(other, signal.SIG_DFL)
+        raise Terminated(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
     try:
         yield
+    except Terminated as stop:  # said once everything inside has cleaned up, as cli.run says "interrupted"
+        print(f"terminated ({signal.Signals(stop.code - 128).name})", file=sys.stderr)
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, action in previous.items():
+            signal.signal(signum, action)
