@@ -5,23 +5,56 @@ Runs on the Keras backend named by features.backend (TensorFlow, JAX or PyTorch)
 decoder (transfer/images.py) into shared memory a few batches ahead of the model, which is compiled once for the
 backend; features are appended to the .npy files as they come, so memory does not grow with the dataset.
 Writes data/features/<part>/{features,labels}.npy and classes.json.
+
+The stage checks first that its estimated peak memory fits the machine (transfer/memory.py). Its workers end with
+it however it ends (transfer/workers.py). Output is written to data/features/.partial and moved into place at the
+end: a run killed before that leaves the scratch inside the output folder, where DVC removes it whether the next
+`dvc repro` runs the stage again or restores data/features from its run-cache (both replace the folder whole).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from transfer import cli, devices, params
+from transfer import cli, devices, memory, params, workers
 from transfer.decoder import ImageDecoder
 from transfer.errors import StageError
 from transfer.extractor import Extractor
 from transfer.feature_cache import write_features
-from transfer.files import atomic_output, write_json
+from transfer.files import remove, write_json
 from transfer.manifests import read_manifests
+
+SCRATCH = ".partial"
+
+
+@contextlib.contextmanager
+def output_with_scratch_inside(final: Path) -> Iterator[Path]:
+    """Yield an empty folder inside `final` to write; on success its entries replace final's (classes.json
+    last), on failure it is removed and final's old entries stay."""
+    final = Path(final)
+    created = not final.exists()
+    scratch = final / SCRATCH
+    remove(scratch)  # what a killed run outside DVC left
+    remove(final.with_name(f".{final.name}.tmp"))  # the scratch folder of earlier versions, beside the output
+    scratch.mkdir(parents=True)
+    try:
+        yield scratch
+        for entry in final.iterdir():
+            if entry.name != SCRATCH:
+                remove(entry)
+        for entry in sorted(scratch.iterdir(), key=lambda entry: entry.name == "classes.json"):
+            os.replace(entry, final / entry.name)
+    finally:
+        remove(scratch)
+        if created and final.is_dir() and not any(final.iterdir()):
+            final.rmdir()
 
 
 def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, config: params.FeaturesParams) -> dict:
@@ -33,17 +66,21 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
         if unknown:
             raise StageError(f"{split_dir}/{part}.csv has labels missing from train.csv: {sorted(unknown)[:5]}")
 
+    largest_part = max(len(frame) for frame in manifests.values())
+    batch_size = min(config.batch_size, largest_part)  # no batch holds more images than the largest part
+
     devices.use(config.backend)
     from transfer.backbones import build_extractor
 
     device = devices.prepare_device(config.backend)
+    memory.check_fits(config, largest_part, on_gpu=device.startswith("GPU"))  # before any memory is spent
     model = build_extractor(config.backbone, config.weights, config.image_size)  # weights checked before any image
     n_features = model.output_shape[-1]
-    extractor = Extractor(model, config.backend, config.batch_size, device.startswith("GPU"))
+    extractor = Extractor(model, config.backend, batch_size, device.startswith("GPU"))
     print(f"features: {config.backbone} ({n_features}-d) at {config.image_size}px on {device}", file=sys.stderr)
 
     start, total = time.perf_counter(), sum(map(len, manifests.values()))
-    with atomic_output(Path(features_dir)) as tmp, ImageDecoder(config.image_size, config.batch_size) as decoder:
+    with output_with_scratch_inside(features_dir) as tmp, ImageDecoder(config.image_size, batch_size) as decoder:
         for part, frame in manifests.items():
             (tmp / part).mkdir(parents=True)
             paths = [str(Path(images_dir) / p) for p in frame["path"]]
@@ -57,7 +94,8 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
 
 
 def main(images_dir: Path, split_dir: Path, features_dir: Path) -> None:
-    extract_features(images_dir, split_dir, features_dir, params.load().features)
+    with workers.termination_cleans_up():
+        extract_features(images_dir, split_dir, features_dir, params.load().features)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from stages.export import export
 from stages.train import train
 from tests.helpers import SMALL_FEATURES, SMALL_TRAIN
 from tools.scratch_repo import ROOT, subprocess_env
+from transfer.errors import StageError
 from transfer.feature_cache import load_classes, load_part
 from transfer.images import load_image
 from transfer.manifests import read_manifests
@@ -79,7 +80,7 @@ def test_predict_prints_top_k_per_image(exported, feature_cache, capsys):
     from transfer.predict import main
 
     main([images[0]], exported / "classifier.keras", top=5, as_json=True)
-    parsed = json.loads(capsys.readouterr().out)
+    parsed = json.loads(capsys.readouterr().out)["results"]
     assert list(parsed) == [str(images[0])]
     # The default top 5 (all 4 classes here), most likely first, with the probabilities the model gives.
     (expected_all,) = predict(model, classes, image_size, images[:1], top=len(classes))[0].values()
@@ -155,3 +156,143 @@ def test_predict_without_a_model_says_to_run_dvc_repro(tmp_path):
     result = run_predict(image, "--model", tmp_path / "missing.keras")
     assert result.returncode == 1
     assert "missing.keras not found; run `dvc repro`" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- issue 20: predict checks what it loads, streams folders, and always answers --json with JSON
+
+
+def copy_model(exported: Path, folder: Path, classes: list[str]) -> Path:
+    folder.mkdir()
+    shutil.copyfile(exported / "classifier.keras", folder / "classifier.keras")
+    (folder / "classes.json").write_text(json.dumps(classes))
+    return folder / "classifier.keras"
+
+
+@pytest.mark.e2e
+def test_predict_given_the_trained_head_names_the_exported_classifier(exported, feature_cache):
+    image = sorted(feature_cache["images"].rglob("*.jpg"))[0]
+    result = run_predict(image, "--model", exported / "head.keras")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: {exported / 'head.keras'} is the trained head (cached features in, not images); pass "
+        f"--model {exported / 'classifier.keras'}, the exported classifier (`dvc repro export` writes it)"
+    ]
+
+
+@pytest.mark.parametrize("change", [-1, +1])
+def test_classes_json_that_does_not_match_the_model_is_refused(exported, tmp_path, change):
+    classes = json.loads((exported / "classes.json").read_text())
+    names = classes[:-1] if change < 0 else [*classes, "unicorn"]
+    model_path = copy_model(exported, tmp_path / "models", names)
+    with pytest.raises(StageError) as caught:
+        load_classifier(model_path)
+    assert str(caught.value) == (
+        f"{model_path} gives {len(classes)} class probabilities but {model_path.with_name('classes.json')} names "
+        f"{len(names)} classes; they come from different runs: export both again with `dvc repro export`"
+    )
+
+
+def tiny_images(folder: Path, count: int) -> list[Path]:
+    paths = []
+    for i in range(count):
+        path = folder / f"part{i // 500:02d}" / f"img{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4), (i % 256, 0, 0)).save(path)
+        paths.append(path)
+    return paths
+
+
+class CountingModel:
+    """Stands in for the classifier: uniform probabilities, and how many decoded images are alive per batch."""
+
+    def __init__(self, n_classes: int, alive):
+        self.n_classes, self.alive, self.seen = n_classes, alive, []
+
+    def predict_on_batch(self, batch):
+        self.seen.append((len(batch), self.alive()))
+        return np.full((len(batch), self.n_classes), 1 / self.n_classes, np.float32)
+
+
+def test_predict_decodes_a_folder_a_batch_at_a_time(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    import transfer.predict as module
+
+    tiny_images(tmp_path / "photos", 3000)
+    decoded = []
+
+    def load_and_count(path, size=None):
+        pixels = load_image(path, size)
+        decoded.append(weakref.ref(pixels))
+        return pixels
+
+    def alive():
+        gc.collect()
+        return sum(ref() is not None for ref in decoded)
+
+    monkeypatch.setattr(module, "load_image", load_and_count)
+    model = CountingModel(3, alive)
+    results, errors = predict(model, ["a", "b", "c"], 32, [tmp_path / "photos"], top=1)
+    assert errors == {} and len(results) == 3000
+    assert sum(n for n, _ in model.seen) == 3000
+    # Flat: at each prediction at most one batch of decoded images exists, not every image of the folder.
+    assert max(n_alive for _, n_alive in model.seen) <= module.BATCH_SIZE
+
+
+def test_predict_takes_the_files_extract_keeps_by_content(tmp_path):
+    from tests.test_images import _truncated_jpeg
+    from transfer.images import check_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), "red").save(folder / "IMG_0001", "PNG")  # no suffix: extract keeps it
+    Image.new("RGB", (8, 8), "blue").save(folder / "scan.JPG", "JPEG")
+    Image.new("RGB", (16, 16), "green").save(folder / "icon.ico", "ICO")
+    (folder / "broken.jpg").write_bytes(_truncated_jpeg())
+    (folder / "notes.txt").write_text("a note, not an image")
+    kept = {str(p) for p in folder.iterdir() if check_image(p) is None}
+    assert kept == {str(folder / "IMG_0001"), str(folder / "scan.JPG")}
+
+    results, errors = predict(CountingModel(2, lambda: 0), ["a", "b"], 32, [folder], top=1)
+    assert set(results) == kept
+    # Image files that cannot be used are named; other files in a folder (notes, .DS_Store) are not images.
+    assert sorted(errors) == [str(folder / "broken.jpg"), str(folder / "icon.ico")]
+
+
+@pytest.mark.e2e
+def test_predict_reports_an_empty_folder_and_classifies_the_rest(exported, feature_cache, tmp_path, capsys):
+    from transfer.predict import main
+
+    image = sorted(feature_cache["images"].rglob("*.jpg"))[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        main([empty, image], exported / "classifier.keras", top=1, as_json=False)
+    assert exit_.value.code == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == str(image)
+    assert err.splitlines() == [f"error: {empty}: no image files in this folder"]
+
+
+@pytest.mark.e2e
+def test_predict_json_is_one_document_in_every_case(exported, feature_cache, tmp_path, capsys):
+    from transfer.predict import main
+
+    image = sorted(feature_cache["images"].rglob("*.jpg"))[0]
+    fake, missing = tmp_path / "fake.jpg", tmp_path / "missing.jpg"
+    fake.write_text("not an image")
+    expected_errors = {str(fake): "not an image file (unrecognised content)", str(missing): "no such file"}
+
+    with pytest.raises(SystemExit):  # every path unreadable
+        main([fake, missing], exported / "classifier.keras", top=1, as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"results": {}, "errors": expected_errors}
+
+    with pytest.raises(SystemExit):  # some readable
+        main([image, fake, missing], exported / "classifier.keras", top=1, as_json=True)
+    document = json.loads(capsys.readouterr().out)
+    assert list(document["results"]) == [str(image)] and document["errors"] == expected_errors
+
+    with pytest.raises(StageError) as caught:  # no model at all
+        main([image], tmp_path / "missing.keras", top=1, as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"results": {}, "errors": {}, "error": str(caught.value)}

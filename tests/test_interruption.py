@@ -20,14 +20,14 @@ pytestmark = pytest.mark.e2e
 FEATURES_ARGS = ("data/images", "data/split", "data/features")
 
 
-def make_project(folder: Path) -> Path:
+def make_project(folder: Path, per_class: int = 30) -> Path:
     """A folder with params.yaml, data/images and data/split: what the features stage reads."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["features"].update(backbone="resnet50", weights=None, image_size=32, batch_size=4)
     folder.mkdir(parents=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(raw))
     images = folder / "data" / "images"
-    make_image_folders(images, n_classes=3, per_class=30, size=32, seed=5, extras=False)
+    make_image_folders(images, n_classes=3, per_class=per_class, size=32, seed=5, extras=False)
     write_manifests(split_images(list_images(images), 0.2, 0.2, 42), folder / "data" / "split")
     return folder
 
@@ -44,7 +44,6 @@ def output_files(features: Path) -> dict[str, bytes]:
 def test_features_killed_halfway_then_rerun_equals_clean_run(tmp_path):
     project = make_project(tmp_path / "project")
     data = project / "data"
-    tmp_output = data / ".features.tmp"
     command, env = stage_command("features", *FEATURES_ARGS)
 
     log = tmp_path / "killed_run.log"
@@ -52,8 +51,8 @@ def test_features_killed_halfway_then_rerun_equals_clean_run(tmp_path):
         process = subprocess.Popen(command, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
-        # Once the first features file is open in the temporary output, the stage is mid-write: kill it.
-        while not (tmp_output / "train" / "features.npy").exists():
+        # Once the first features file is open in the scratch output, the stage is mid-write: kill it.
+        while not any(data.rglob("features.npy")):
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the features stage never started writing"
             time.sleep(0.02)
@@ -64,7 +63,7 @@ def test_features_killed_halfway_then_rerun_equals_clean_run(tmp_path):
             process.kill()
             process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert tmp_output.exists() and not (data / "features").exists()  # killed halfway: only the temporary
+    assert not (data / "features" / "train" / "features.npy").exists()  # killed halfway: only scratch
 
     run_features(project)  # the rerun
     clean = make_project(tmp_path / "clean")
@@ -80,4 +79,4 @@ def test_features_killed_halfway_then_rerun_equals_clean_run(tmp_path):
         ]
     )
     assert resumed == expected  # byte-identical .npy files
-    assert sorted(p.name for p in data.iterdir()) == ["features", "images", "split"]  # no temporary left
+    assert sorted(p.name for p in data.iterdir()) == ["features", "images", "split"]  # no scratch left

@@ -1,0 +1,209 @@
+"""However the features stage ends, its decoding workers end with it and its shared memory is freed.
+
+Real signals to a real `python -m stages.features` on a small generated image set, sent while the workers are
+decoding into shared memory; every wait is bounded and watches for an event (a process gone, a file gone).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.helpers import dvc, make_repo, stage_command
+from tests.test_interruption import FEATURES_ARGS, make_project, output_files
+from tools.scratch_repo import read_params, small_params, stages_restored, stages_run, subprocess_env, write_params
+
+pytestmark = pytest.mark.e2e
+
+SHM = Path("/dev/shm")
+
+
+def shared_memory_of(pid: int) -> set[str]:
+    """Names of the /dev/shm files (shared-memory segments, named semaphores) a process has mapped."""
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    return {Path(line.split(maxsplit=5)[5].removesuffix(" (deleted)")).name for line in lines if "/dev/shm/" in line}
+
+
+def wait_for(condition, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+    return result
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def start_stage(project: Path, log: Path, new_session: bool = False) -> subprocess.Popen:
+    command, env = stage_command("features", *FEATURES_ARGS)
+    with open(log, "wb") as output:  # a file, not a pipe, so that a full pipe can never block the stage
+        return subprocess.Popen(
+            command, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=new_session
+        )
+
+
+def wait_until_decoding(process: subprocess.Popen, log: Path) -> tuple[list[psutil.Process], set[str]]:
+    """Once every worker has mapped the features stage's shared memory: (the processes under `process`, the
+    /dev/shm names the stage has mapped). `process` is the stage, or a `dvc repro` running it."""
+
+    def decoding():
+        assert process.poll() is None, log.read_text()
+        try:
+            processes = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+            commands = {child.pid: child.cmdline() for child in processes}
+        except psutil.NoSuchProcess:
+            return None
+        stage = [p for p in processes if "stages.features" in commands[p.pid] and "-c" not in commands[p.pid]]
+        workers = [p for p in processes if "spawn_main" in " ".join(commands[p.pid])]
+        segments = shared_memory_of(stage[0].pid) if stage else set()
+        if workers and segments and all(segments & shared_memory_of(worker.pid) for worker in workers):
+            return processes[1:], segments
+        return None
+
+    return wait_for(decoding, "the workers decode into shared memory", timeout=240)
+
+
+def kill_leftovers(processes: list[psutil.Process]) -> None:
+    for child in processes:  # only the processes this test started, by pid
+        if not gone(child):
+            child.kill()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_path, signum):
+    """SIGKILL to the main process only is what the OOM killer does; SIGTERM is `kill PID`."""
+    project = make_project(tmp_path / "project", per_class=60)
+    log = tmp_path / "stage.log"
+    process = start_stage(project, log)
+    children = []
+    try:
+        children, segments = wait_until_decoding(process, log)
+        os.kill(process.pid, signum)
+        process.wait(timeout=120)
+        wait_for(lambda: all(gone(child) for child in children), "every worker has exited", timeout=30)
+        left = wait_for(lambda: not (segments & set(os.listdir(SHM))) or None, "the shared memory is freed", 30)
+        assert left
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_leftovers(children)
+    if signum == signal.SIGTERM:  # cleaned up as after any failure: no scratch output, a clear status
+        assert process.returncode == 128 + signal.SIGTERM, log.read_text()
+        assert "Traceback" not in log.read_text()
+        assert sorted(p.name for p in (project / "data").iterdir()) == ["images", "split"]
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "line"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm-to-group"],
+)
+def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path, signum, status, line):
+    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the stage and every worker; a
+    service manager or CI runner stopping a job sends SIGTERM to the whole group."""
+    project = make_project(tmp_path / "project", per_class=60)
+    log = tmp_path / "stage.log"
+    process = start_stage(project, log, new_session=True)
+    children = []
+    try:
+        children, segments = wait_until_decoding(process, log)
+        os.killpg(process.pid, signum)
+        process.wait(timeout=120)
+        wait_for(lambda: all(gone(child) for child in children), "every worker has exited", timeout=30)
+        wait_for(lambda: not (segments & set(os.listdir(SHM))), "the shared memory is freed", timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_leftovers(children)
+    output = log.read_text()
+    assert process.returncode == status, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert output.splitlines()[-1] == line
+    assert sorted(p.name for p in (project / "data").iterdir()) == ["images", "split"]
+
+
+def test_a_killed_worker_is_named_in_one_line(tmp_path):
+    """The OOM killer may pick a decoding worker instead of the main process."""
+    project = make_project(tmp_path / "project", per_class=60)
+    log = tmp_path / "stage.log"
+    process = start_stage(project, log)
+    children = []
+    try:
+        children, segments = wait_until_decoding(process, log)
+        worker = next(child for child in children if "spawn_main" in " ".join(child.cmdline()))
+        worker.kill()
+        process.wait(timeout=120)
+        wait_for(lambda: all(gone(child) for child in children), "every worker has exited", timeout=30)
+        wait_for(lambda: not (segments & set(os.listdir(SHM))), "the shared memory is freed", timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_leftovers(children)
+    output = log.read_text()
+    assert process.returncode == 1, output
+    assert "Traceback" not in output, output
+    last = output.splitlines()[-1]
+    assert last.startswith(f"error: an image decoding worker (pid {worker.pid}) was killed by SIGKILL"), output
+    assert sorted(p.name for p in (project / "data").iterdir()) == ["images", "split"]
+
+
+def test_a_killed_process_group_leaves_nothing_after_a_run_cache_restore_or_a_rerun(tmp_path, archives):
+    """`kill -9 -PGID` (a CI job cancelled, a container stopped) kills the stage, its workers and the resource
+    tracker at once: nothing can clean up then. What is left must not outlive the next `dvc repro`, whether DVC
+    restores the stage's outputs from its run-cache or runs it again."""
+    archive, _ = archives["user_zip"]
+    repo = make_repo(tmp_path / "repo", small_params(str(archive), None))
+    dvc(repo, "repro", "features")  # batch_size 32: these features are now in DVC's run-cache
+    data = repo / "data"
+    listing, expected = sorted(os.listdir(data)), output_files(data / "features")
+
+    params = read_params(repo)
+    params["features"]["batch_size"] = 2
+    write_params(repo, params)
+    log = tmp_path / "repro.log"
+    command = [sys.executable, "-m", "dvc", "repro", "features"]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            command, cwd=repo, env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    children = []
+    try:
+        children, segments = wait_until_decoding(process, log)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+        wait_for(lambda: all(gone(child) for child in children), "every process of the group has exited", 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_leftovers(children)
+
+    params["features"]["batch_size"] = 32  # back to a value DVC has seen: restored from the run-cache
+    write_params(repo, params)
+    assert stages_restored(dvc(repo, "repro", "features").stdout) == ["features"]
+    assert sorted(os.listdir(data)) == listing  # no scratch beside the output
+    assert output_files(data / "features") == expected  # nor inside it
+
+    params["features"]["batch_size"] = 2  # a value it has not finished: the stage runs
+    write_params(repo, params)
+    assert stages_run(dvc(repo, "repro", "features").stdout) == ["features"]
+    assert sorted(os.listdir(data)) == listing
+    assert not segments & set(os.listdir(SHM))  # the killed run's shared memory is gone
