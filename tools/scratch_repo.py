@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "transfer", "tools", ".gitignore")
+PROJECT_FILES = ("dvc.yaml", "release", "params.yaml", "stages", "transfer", "tools", ".gitignore")
 
 
 class CommandFailed(RuntimeError):
@@ -105,6 +105,8 @@ def copy_pipeline(dest: Path, source: Path = ROOT) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         origin = Path(source) / name
+        if not origin.exists():  # an older checkout (benchmarks' --code) may lack one, e.g. release/
+            continue
         if origin.is_dir():
             shutil.copytree(origin, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
