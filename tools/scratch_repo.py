@@ -141,9 +141,19 @@ def commit_all(repo: Path, message: str) -> None:
     git(repo, "commit", "-qm", message)
 
 
-def stage_names(repo: Path) -> list[str]:
-    """The stages dvc.yaml declares, in file order."""
-    return list(yaml.safe_load((Path(repo) / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+# The pipeline's dvc.yaml files: `dvc repro` runs the first; release/dvc.yaml's export runs on demand, or with
+# `dvc repro --all-pipelines`, and DVC names its stages with the file: 'release/dvc.yaml:export'.
+PIPELINES = ("dvc.yaml", "release/dvc.yaml")
+
+
+def stage_names(repo: Path, all_pipelines: bool = False) -> list[str]:
+    """The stages dvc.yaml declares, in file order (all_pipelines: then release/dvc.yaml's, as DVC names them)."""
+    names = []
+    for pipeline in PIPELINES if all_pipelines else PIPELINES[:1]:
+        path = Path(repo) / pipeline
+        stages = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"] if path.is_file() else {}
+        names += [name if pipeline == "dvc.yaml" else f"{pipeline}:{name}" for name in stages]
+    return names
 
 
 def stages_run(output: str) -> list[str]:
