@@ -148,3 +148,13 @@ def test_a_head_with_an_unknown_layer_is_an_error_naming_the_file(tmp_path):
     model.save(tmp_path / "odd.keras")
     with pytest.raises(StageError, match=r"odd\.keras: layer LayerNormalization is not supported"):
         predict(tmp_path / "odd.keras", np.zeros((1, 4), np.float32))
+
+
+def test_a_head_trained_on_other_features_is_an_error_naming_the_file(feature_cache, tmp_path):
+    from tests.head_golden import write_feature_cache
+
+    cache = write_feature_cache(tmp_path / "other")  # 48 features per image; the session's cache has 2048
+    train(cache["features"], tmp_path / "head.keras", tmp_path / "live", TrainParams(**{**SMALL_TRAIN, "epochs": 1}))
+    with pytest.raises(StageError, match=r"head\.keras takes 48 features per image, the cached features have 2048"):
+        evaluate(feature_cache["features"], feature_cache["split"], tmp_path / "head.keras", tmp_path / "metrics")
+    assert not (tmp_path / "metrics").exists()

@@ -26,8 +26,8 @@ def _key(class_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
 
 
-def load_head(path: Path) -> list[tuple[str, dict, list[np.ndarray]]]:
-    """The layers of a saved Sequential head: (class name, config, weights) in call order."""
+def load_head(path: Path) -> tuple[int | None, list[tuple[str, dict, list[np.ndarray]]]]:
+    """A saved Sequential head: its input width, and its layers as (class name, config, weights) in call order."""
     import h5py
 
     try:
@@ -38,11 +38,12 @@ def load_head(path: Path) -> list[tuple[str, dict, list[np.ndarray]]]:
         raise StageError(f"{path} is not a Keras model file saved by `dvc repro train` ({error})") from None
     if config.get("class_name") != "Sequential":
         raise StageError(f"{path}: a {config.get('class_name')} model, not a head saved by `dvc repro train`")
-    layers, seen = [], {}
+    layers, seen, width = [], {}, None
     with h5py.File(weights, "r") as h5:
         for layer in config["config"]["layers"]:
             kind = layer["class_name"]
             if kind == "InputLayer":
+                width = layer["config"]["batch_shape"][-1]
                 continue
             # Keras names each layer's weights group by its class, numbered in order of appearance.
             count = seen.get(kind, 0)
@@ -50,7 +51,7 @@ def load_head(path: Path) -> list[tuple[str, dict, list[np.ndarray]]]:
             group = h5.get(f"layers/{_key(kind)}{f'_{count}' if count else ''}/vars")
             values = [np.asarray(group[str(i)]) for i in range(len(group))] if group is not None else []
             layers.append((kind, layer["config"], values))
-    return layers
+    return width, layers
 
 
 def _activation(name: str, x: np.ndarray) -> np.ndarray:
@@ -66,7 +67,12 @@ def _activation(name: str, x: np.ndarray) -> np.ndarray:
 
 def predict(path: Path, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The head's outputs (float32) for features, in inference mode (Dropout off, BatchNorm's moving stats)."""
-    layers = load_head(path)
+    width, layers = load_head(path)
+    if width is not None and features.ndim == 2 and features.shape[1] != width:
+        raise StageError(
+            f"{path} takes {width} features per image, the cached features have {features.shape[1]}; "
+            "rerun `dvc repro train` (the head was trained on other features)"
+        )
     starts = range(0, len(features), batch_size)
     outputs = [_forward(path, layers, features[start : start + batch_size]) for start in starts]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
