@@ -140,3 +140,21 @@ def test_the_saved_dense_head_holds_the_trained_weights_and_no_optimizer_state(f
         assert "optimizer" not in h5  # Adam's moments: not needed to predict, twice the weights' size
     features = np.load(feature_cache["features"] / "test" / "features.npy")
     assert np.asarray(model.predict(features, verbose=0)).shape == (len(features), 4)
+
+
+def test_keras_loads_without_the_optional_modules_it_would_pull_in_and_they_stay_importable():
+    import subprocess
+    import sys
+
+    from tools.scratch_repo import ROOT, subprocess_env
+
+    code = (
+        "import sys; from transfer import devices; devices.use('tensorflow')\n"
+        "print(sorted(m for m in ('sklearn', 'jax', 'matplotlib', 'pandas') if m in sys.modules))\n"
+        "import sklearn.linear_model, pandas, matplotlib.figure; print('importable')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-2:] == ["[]", "importable"]
