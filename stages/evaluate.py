@@ -3,72 +3,116 @@
 metrics/test.json holds accuracy, loss, top5_accuracy, balanced_accuracy (mean per-class accuracy),
 macro_f1 and n_test, so `dvc metrics diff` compares runs across commits. metrics/predictions.csv feeds
 `dvc plots`' confusion template; metrics/confusion_matrix.png is the same matrix for people.
+
+Every experiment runs this stage, so it imports only what it uses: the head's forward pass and the metrics are
+NumPy (transfer/inference.py; the definitions are scikit-learn's, checked against it in tests/test_evaluate.py),
+not Keras on TensorFlow, scikit-learn or pandas, whose imports took longer than the evaluation itself.
 """
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from transfer import cli, devices, params
+from transfer import cli, params
 from transfer.errors import StageError
 from transfer.feature_cache import load_classes, load_part
 from transfer.files import atomic_output, write_json
-from transfer.plots import plot_confusion
+from transfer.inference import predict
+
+
+def counts(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class: true positives, predicted count, actual count."""
+    true_positives = np.bincount(labels[labels == predicted], minlength=n_classes)
+    return true_positives, np.bincount(predicted, minlength=n_classes), np.bincount(labels, minlength=n_classes)
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    return np.divide(numerator, denominator, out=np.zeros(len(numerator)), where=denominator != 0)
+
+
+def precision_recall_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int):
+    """scikit-learn's precision_recall_fscore_support(labels=range(n_classes), zero_division=0)."""
+    true_positives, predicted_count, actual_count = counts(labels, predicted, n_classes)
+    tp = true_positives.astype(np.float64)
+    precision, recall = _divide(tp, predicted_count.astype(np.float64)), _divide(tp, actual_count.astype(np.float64))
+    f1 = _divide(2 * tp, (predicted_count + actual_count).astype(np.float64))
+    return precision, recall, f1, actual_count
 
 
 def score(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    from sklearn import metrics
-
+    labels = np.asarray(labels, dtype=np.int64)
     n_classes = probabilities.shape[1]
     predicted = probabilities.argmax(axis=1)
     top5 = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
-    everyone = list(range(n_classes))
+    _, recall, f1, actual_count = precision_recall_f1(labels, predicted, n_classes)
+    eps = np.finfo(probabilities.dtype).eps  # log_loss clips to [eps, 1 - eps]
+    likelihood = np.clip(probabilities[np.arange(len(labels)), labels], eps, 1 - eps)
     return {
-        "accuracy": metrics.accuracy_score(labels, predicted),
-        "loss": metrics.log_loss(labels, probabilities, labels=everyone),
+        "accuracy": float(np.mean(predicted == labels)),
+        "loss": float(np.mean(-np.log(likelihood))),
         "top5_accuracy": float(np.mean((top5 == labels[:, None]).any(axis=1))),
-        "balanced_accuracy": metrics.balanced_accuracy_score(labels, predicted),
-        "macro_f1": metrics.f1_score(labels, predicted, average="macro", labels=everyone, zero_division=0),
+        "balanced_accuracy": float(np.mean(recall[actual_count > 0])),  # classes absent from the test set drop out
+        "macro_f1": float(np.mean(f1)),
         "n_test": int(len(labels)),
     }
 
 
-def per_class_table(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    from sklearn.metrics import precision_recall_fscore_support
+def write_csv(path: Path, header: list[str], rows) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=list(range(len(classes))), zero_division=0
-    )
-    table = pd.DataFrame({"class": classes, "precision": precision, "recall": recall, "f1": f1, "support": support})
-    return table.round(6)
+
+def per_class_rows(labels: np.ndarray, predicted: np.ndarray, classes: list[str]):
+    """class, precision, recall, f1, support; floats rounded to 6 digits and written as pandas writes them."""
+    precision, recall, f1, support = precision_recall_f1(labels, predicted, len(classes))
+    columns = [np.round(column, 6).tolist() for column in (precision, recall, f1)]
+    return [[name, *(column[i] for column in columns), int(support[i])] for i, name in enumerate(classes)]
+
+
+def test_paths(split_dir: Path) -> list[str]:
+    path = Path(split_dir) / "test.csv"
+    if not path.is_file():
+        raise StageError(f"{path} not found; run `dvc repro split` first")
+    with open(path, newline="", encoding="utf-8") as file:
+        return [row["path"] for row in csv.DictReader(file)]
 
 
 def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir: Path) -> dict:
-    keras = devices.use("tensorflow")
+    from transfer.plots import plot_confusion
 
     if not Path(model_path).is_file():
         raise StageError(f"{model_path} not found; run `dvc repro train` first")
     classes = load_classes(features_dir)
     features, labels = load_part(features_dir, "test")
-    head = keras.models.load_model(model_path, compile=False)
-    probabilities = np.asarray(head.predict(features, batch_size=1024, verbose=0), dtype=np.float64)
+    probabilities = np.asarray(predict(model_path, features), dtype=np.float64)
     probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax sums drift from 1
     predicted = probabilities.argmax(axis=1)
 
     metrics_dir = Path(metrics_dir)
     results = score(labels, probabilities)
     write_json(metrics_dir / "test.json", results)
-    table = per_class_table(labels, predicted, classes)
-    with atomic_output(metrics_dir / "per_class.csv") as tmp:
-        table.to_csv(tmp, index=False, lineterminator="\n")
-    manifest = pd.read_csv(Path(split_dir) / "test.csv", dtype=str, keep_default_na=False)
+    write_csv(
+        metrics_dir / "per_class.csv",
+        ["class", "precision", "recall", "f1", "support"],
+        per_class_rows(labels, predicted, classes),
+    )
+    paths = test_paths(split_dir)
+    if len(paths) != len(labels):
+        raise StageError(
+            f"{split_dir}/test.csv lists {len(paths)} images, the cached features {len(labels)}; rerun `dvc repro`"
+        )
     names = np.array(classes)
-    predictions = pd.DataFrame({"path": manifest["path"], "actual": names[labels], "predicted": names[predicted]})
-    with atomic_output(metrics_dir / "predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False, lineterminator="\n")
+    write_csv(
+        metrics_dir / "predictions.csv",
+        ["path", "actual", "predicted"],
+        zip(paths, names[labels].tolist(), names[predicted].tolist(), strict=True),
+    )
     plot_confusion(labels, predicted, classes, metrics_dir / "confusion_matrix.png")
     print(
         "evaluate: "

@@ -6,6 +6,7 @@ probabilities; models/classes.json beside it names the classes in output order.
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def export(head_path: Path, features_dir: Path, classifier_path: Path, config: p
 
 def main(head_path: Path, features_dir: Path, classifier_path: Path) -> None:
     export(head_path, features_dir, classifier_path, params.load().features)
+    gc.freeze()  # the outputs are written: spare the exit the collector's walk over the backbone (devices.py)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ kind of Keras model so evaluate and export treat both alike. Per-epoch loss and 
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from transfer import cli, devices, params
@@ -37,6 +38,7 @@ def train(features_dir: Path, model_path: Path, live_dir: Path, config: params.T
 
 def main(features_dir: Path, model_path: Path, live_dir: Path) -> None:
     train(features_dir, model_path, live_dir, params.load().train)
+    gc.freeze()  # the outputs are written: spare the exit the collector's walk over what training left (devices.py)
 
 
 if __name__ == "__main__":

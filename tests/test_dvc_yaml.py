@@ -18,7 +18,13 @@ import yaml
 from tools.scratch_repo import ROOT
 from transfer import params
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+# The pipeline's stages: dvc.yaml's, and release/dvc.yaml's export (run on demand; its paths are the root's).
+PIPELINES = ("dvc.yaml", "release/dvc.yaml")
+STAGES = {
+    name: stage
+    for pipeline in PIPELINES
+    for name, stage in yaml.safe_load((ROOT / pipeline).read_text(encoding="utf-8"))["stages"].items()
+}
 SECTIONS = params.SECTIONS
 
 
@@ -83,6 +89,12 @@ def test_stage_depends_on_exactly_the_modules_it_executes(name):
     assert declared == executed, (
         f"dvc.yaml stage {name}: add to deps {sorted(executed - declared)}, remove {sorted(declared - executed)}"
     )
+
+
+def test_release_stages_run_from_the_repository_root():
+    release = yaml.safe_load((ROOT / "release/dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    assert list(release) == ["export"] and all(stage["wdir"] == ".." for stage in release.values())
+    assert "export" not in yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 
 
 def test_the_import_walk_sees_imports_inside_functions():

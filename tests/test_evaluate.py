@@ -1,6 +1,7 @@
 """The evaluate stage: the metric definitions and the files it writes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -69,3 +70,91 @@ def test_per_class_table_predictions_and_confusion_png(evaluated, feature_cache)
 def test_missing_model_names_the_stage_to_run(feature_cache, tmp_path):
     with pytest.raises(StageError, match=r"run `dvc repro train`"):
         evaluate(feature_cache["features"], feature_cache["split"], tmp_path / "head.keras", tmp_path)
+
+
+GOLDEN = json.loads((Path(__file__).with_name("head_golden.json")).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def golden_run(tmp_path_factory):
+    from tests.head_golden import run_heads
+
+    return run_heads(tmp_path_factory.mktemp("golden"))
+
+
+@pytest.mark.parametrize("head", ["dense", "logistic"])
+def test_train_and_evaluate_give_the_metrics_of_the_stages_as_they_were(golden_run, head):
+    """head_golden.json holds what train + evaluate gave on a fixed NumPy-made feature cache before evaluate ran on
+    NumPy instead of Keras and scikit-learn (tests/head_golden.py says how it was made)."""
+    got, expected = golden_run[head], GOLDEN[head]
+    assert set(got["test"]) == set(expected["test"]) == METRIC_KEYS
+    for key, value in expected["test"].items():
+        assert got["test"][key] == pytest.approx(value, abs=1e-6), key
+    assert got["train"]["step"] == expected["train"]["step"]
+    for split in ("train", "eval"):
+        for key, value in expected["train"][split].items():
+            assert got["train"][split][key] == pytest.approx(value, abs=1e-6), (split, key)
+    assert got["md5"] == expected["md5"]  # per_class.csv and predictions.csv byte for byte
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_numpy_metrics_equal_scikit_learns(seed):
+    from sklearn import metrics
+
+    from stages.evaluate import per_class_rows
+
+    rng = np.random.default_rng(seed)
+    n_classes = 7
+    labels = rng.integers(0, n_classes - 1, 60)  # the last class never occurs: zero divisions on both sides
+    probabilities = rng.dirichlet(np.full(n_classes, 0.3), 60)
+    probabilities[0, labels[0]] = 0.0  # a certain miss: log_loss clips it
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    predicted = probabilities.argmax(axis=1)
+    everyone = list(range(n_classes))
+    result = score(labels, probabilities)
+    assert result["accuracy"] == metrics.accuracy_score(labels, predicted)
+    assert result["loss"] == pytest.approx(metrics.log_loss(labels, probabilities, labels=everyone), rel=1e-12)
+    assert result["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy_score(labels, predicted), rel=1e-12)
+    f1 = metrics.f1_score(labels, predicted, average="macro", labels=everyone, zero_division=0)
+    assert result["macro_f1"] == pytest.approx(f1, rel=1e-12)
+    expected = metrics.precision_recall_fscore_support(labels, predicted, labels=everyone, zero_division=0)
+    rows = per_class_rows(labels, predicted, [f"c{i}" for i in everyone])
+    for column, values in enumerate(expected, start=1):
+        assert [row[column] for row in rows] == pytest.approx(np.round(values, 6).tolist(), abs=1e-12)
+
+
+@pytest.mark.parametrize("head", ["dense", "logistic"])
+def test_numpy_forward_pass_equals_keras_on_saved_heads(golden_run, tmp_path_factory, head):
+    import keras
+
+    from tests.head_golden import write_feature_cache
+    from transfer.inference import predict
+
+    root = tmp_path_factory.mktemp(f"forward_{head}")
+    cache = write_feature_cache(root)
+    config = TrainParams(**{**SMALL_TRAIN, "head": head, "epochs": 3})
+    train(cache["features"], root / "head.keras", root / "live", config)
+    features = np.load(cache["features"] / "test" / "features.npy")
+    expected = np.asarray(keras.models.load_model(root / "head.keras").predict(features, verbose=0))
+    np.testing.assert_allclose(predict(root / "head.keras", features), expected, atol=1e-6)
+
+
+def test_a_head_with_an_unknown_layer_is_an_error_naming_the_file(tmp_path):
+    import keras
+
+    from transfer.inference import predict
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.LayerNormalization(), keras.layers.Dense(2)])
+    model.save(tmp_path / "odd.keras")
+    with pytest.raises(StageError, match=r"odd\.keras: layer LayerNormalization is not supported"):
+        predict(tmp_path / "odd.keras", np.zeros((1, 4), np.float32))
+
+
+def test_a_head_trained_on_other_features_is_an_error_naming_the_file(feature_cache, tmp_path):
+    from tests.head_golden import write_feature_cache
+
+    cache = write_feature_cache(tmp_path / "other")  # 48 features per image; the session's cache has 2048
+    train(cache["features"], tmp_path / "head.keras", tmp_path / "live", TrainParams(**{**SMALL_TRAIN, "epochs": 1}))
+    with pytest.raises(StageError, match=r"head\.keras takes 48 features per image, the cached features have 2048"):
+        evaluate(feature_cache["features"], feature_cache["split"], tmp_path / "head.keras", tmp_path / "metrics")
+    assert not (tmp_path / "metrics").exists()

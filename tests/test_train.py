@@ -125,3 +125,36 @@ def test_a_rerun_replaces_the_previous_metrics_whole(feature_cache, tmp_path):
     assert json.loads((out / "live" / "metrics.json").read_text())["step"] == 1
     assert not (out / "live" / "stale.txt").exists()
     assert sorted(p.name for p in out.iterdir()) == ["head.keras", "live"]
+
+
+def test_the_saved_dense_head_holds_the_trained_weights_and_no_optimizer_state(feature_cache, tmp_path):
+    import io
+    import zipfile
+
+    import h5py
+
+    model = run_train(feature_cache, tmp_path, epochs=2)
+    with zipfile.ZipFile(tmp_path / "head.keras") as archive:
+        weights = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(weights, "r") as h5:
+        assert "optimizer" not in h5  # Adam's moments: not needed to predict, twice the weights' size
+    features = np.load(feature_cache["features"] / "test" / "features.npy")
+    assert np.asarray(model.predict(features, verbose=0)).shape == (len(features), 4)
+
+
+def test_keras_loads_without_the_optional_modules_it_would_pull_in_and_they_stay_importable():
+    import subprocess
+    import sys
+
+    from tools.scratch_repo import ROOT, subprocess_env
+
+    code = (
+        "import sys; from transfer import devices; devices.use('tensorflow')\n"
+        "print(sorted(m for m in ('sklearn', 'jax', 'matplotlib', 'pandas') if m in sys.modules))\n"
+        "import sklearn.linear_model, pandas, matplotlib.figure; print('importable')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-2:] == ["[]", "importable"]

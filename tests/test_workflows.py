@@ -42,7 +42,8 @@ from tools.synthetic import make_archive
 
 pytestmark = pytest.mark.e2e
 
-HEAD_STAGES = ["train", "evaluate", "export"]
+HEAD_STAGES = ["train", "evaluate"]  # what a train.* change reruns; the export runs on demand (release/dvc.yaml)
+EXPORT = "release/dvc.yaml:export"
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
@@ -114,7 +115,7 @@ def test_the_run_made_every_output(runs):
 def test_second_repro_runs_nothing_and_status_is_clean_with_the_server_gone(runs):
     # Checked by reproduce() right after the first run: status clean, second repro ran nothing, same dvc.lock.
     assert runs.report.problems == []
-    assert runs.report.stages == ["source", "download", "extract", "split", "features", *HEAD_STAGES]
+    assert runs.report.stages == ["source", "download", "extract", "split", "features", *HEAD_STAGES, EXPORT]
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(runs.url, timeout=5)  # the network source is really gone
     repo = runs.a
@@ -197,14 +198,22 @@ def exp_show_rows(repo: Path) -> list[dict]:
     return list(csv.DictReader(io.StringIO(dvc(repo, "exp", "show", "--csv").stdout)))
 
 
+def cache_bytes(repo: Path) -> int:
+    return sum(p.stat().st_size for p in (repo / ".dvc/cache/files").rglob("*") if p.is_file())
+
+
 def test_experiment_reruns_only_the_head_and_is_listed_beside_the_baseline(runs, tmp_path):
     repo = pulled_clone(runs, tmp_path / "clone")
+    cache_before = cache_bytes(repo)
     result = dvc(repo, "exp", "run", "-S", "train.dropout=0.3")
     log = output(result)
     assert stages_run(log) == HEAD_STAGES
     assert "features" in stages_skipped(log) and "Running stage 'features'" not in log
     assert stages_restored(log) == []
     experiment = metrics_of(repo)  # the results are applied to the workspace
+    # The experiment stored its head and nothing else: no copy of the frozen backbone in a new classifier.
+    assert 0 < cache_bytes(repo) - cache_before <= (repo / "models/head.keras").stat().st_size
+    assert md5_of(repo / "models/classifier.keras") == md5_of(runs.a / "models/classifier.keras")
 
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     baseline = next(entry for entry in shown if entry.get("name") == "main")
@@ -218,6 +227,13 @@ def test_experiment_reruns_only_the_head_and_is_listed_beside_the_baseline(runs,
     rows = {row["rev"] if row["typ"] == "baseline" else row["Experiment"]: row for row in exp_show_rows(repo)}
     assert rows["main"]["train.dropout"] == "0.5" and float(rows["main"]["loss"]) == metrics_of(runs.a)["loss"]
     assert rows[run["name"]]["train.dropout"] == "0.3" and float(rows[run["name"]]["loss"]) == experiment["loss"]
+
+    # The experiment worth keeping: its classifier is one command away, and then nothing is stale.
+    assert list(status(repo)) == [EXPORT]
+    exported = output(dvc(repo, "repro", "release/dvc.yaml"))
+    assert stages_run(exported) == [EXPORT] and "train" in stages_skipped(exported)
+    assert md5_of(repo / "models/classifier.keras") != md5_of(runs.a / "models/classifier.keras")
+    assert status(repo) == {}
 
 
 def test_queued_experiment_runs_in_the_background(runs, tmp_path):

@@ -69,13 +69,13 @@ def reproduce(repo: Path, label: str = "run") -> RunReport:
     report = RunReport(Path(repo))
     start = time.perf_counter()
     try:
-        first = scratch_repo.dvc(repo, "repro")
+        first = scratch_repo.dvc(repo, "repro", "--all-pipelines")  # export (release/dvc.yaml) included
     except scratch_repo.CommandFailed as error:
         report.problems.append(f"{label}: dvc repro failed: {error}")
         return report
     report.seconds = time.perf_counter() - start
     report.stages = scratch_repo.stages_run(_output(first))
-    missing = [s for s in scratch_repo.stage_names(repo) if s not in report.stages]
+    missing = [s for s in scratch_repo.stage_names(repo, all_pipelines=True) if s not in report.stages]
     if missing:
         report.problems.append(f"{label}: the first dvc repro in a fresh repository did not run {', '.join(missing)}")
 
@@ -87,7 +87,7 @@ def reproduce(repo: Path, label: str = "run") -> RunReport:
     before = lock.read_bytes() if lock.is_file() else b""
     if not before:
         report.problems.append(f"{label}: dvc repro wrote no dvc.lock")
-    second = scratch_repo.dvc(repo, "repro", check=False)
+    second = scratch_repo.dvc(repo, "repro", "--all-pipelines", check=False)
     if second.returncode != 0:
         report.problems.append(
             f"{label}: the second dvc repro failed (exit {second.returncode}): {second.stderr[-2000:]}"
@@ -147,12 +147,15 @@ def compare_locks(a: Path, b: Path) -> list[str]:
 
 
 def declared_outputs(repo: Path) -> list[str]:
-    """Every `outs` path of every stage in repo/dvc.yaml."""
-    spec = yaml.safe_load((Path(repo) / "dvc.yaml").read_text(encoding="utf-8"))
+    """Every `outs` path of every stage in repo/dvc.yaml and release/dvc.yaml (whose paths are the root's)."""
     paths = []
-    for stage in spec.get("stages", {}).values():
-        for out in stage.get("outs", []):
-            paths.append(next(iter(out)) if isinstance(out, dict) else out)
+    for pipeline in scratch_repo.PIPELINES:
+        if not (Path(repo) / pipeline).is_file():
+            continue
+        spec = yaml.safe_load((Path(repo) / pipeline).read_text(encoding="utf-8"))
+        for stage in spec.get("stages", {}).values():
+            for out in stage.get("outs", []):
+                paths.append(next(iter(out)) if isinstance(out, dict) else out)
     return paths
 
 
@@ -202,7 +205,10 @@ def compare_runs(a: Path, b: Path, outputs: list[str] | None = None, lock: bool 
             detail = _json_detail(left, right) if path.endswith(".json") else ""
             problems.append(f"{path}: differs between the runs{detail}")
     if lock:
-        problems += compare_locks(a / "dvc.lock", b / "dvc.lock")
+        for pipeline in scratch_repo.PIPELINES:
+            lockfile = Path(pipeline).with_name("dvc.lock")
+            if (a / pipeline).is_file():
+                problems += compare_locks(a / lockfile, b / lockfile)
     return problems
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "transfer", "tools", ".gitignore")
+PROJECT_FILES = ("dvc.yaml", "release", "params.yaml", "stages", "transfer", "tools", ".gitignore")
 
 
 class CommandFailed(RuntimeError):
@@ -105,6 +105,8 @@ def copy_pipeline(dest: Path, source: Path = ROOT) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         origin = Path(source) / name
+        if not origin.exists():  # an older checkout (benchmarks' --code) may lack one, e.g. release/
+            continue
         if origin.is_dir():
             shutil.copytree(origin, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
@@ -139,9 +141,19 @@ def commit_all(repo: Path, message: str) -> None:
     git(repo, "commit", "-qm", message)
 
 
-def stage_names(repo: Path) -> list[str]:
-    """The stages dvc.yaml declares, in file order."""
-    return list(yaml.safe_load((Path(repo) / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+# The pipeline's dvc.yaml files: `dvc repro` runs the first; release/dvc.yaml's export runs on demand, or with
+# `dvc repro --all-pipelines`, and DVC names its stages with the file: 'release/dvc.yaml:export'.
+PIPELINES = ("dvc.yaml", "release/dvc.yaml")
+
+
+def stage_names(repo: Path, all_pipelines: bool = False) -> list[str]:
+    """The stages dvc.yaml declares, in file order (all_pipelines: then release/dvc.yaml's, as DVC names them)."""
+    names = []
+    for pipeline in PIPELINES if all_pipelines else PIPELINES[:1]:
+        path = Path(repo) / pipeline
+        stages = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"] if path.is_file() else {}
+        names += [name if pipeline == "dvc.yaml" else f"{pipeline}:{name}" for name in stages]
+    return names
 
 
 def stages_run(output: str) -> list[str]:

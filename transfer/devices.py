@@ -8,6 +8,7 @@ On a machine with no NVIDIA driver, the CUDA probing noise of TensorFlow's start
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import sys
@@ -15,6 +16,13 @@ from pathlib import Path
 
 from transfer.errors import StageError
 from transfer.params import BACKENDS
+
+# Optional integrations that `import keras` loads when they are installed, none of which a stage uses: scikit-learn
+# (keras.wrappers), JAX (TensorFlow's TFLite helpers), matplotlib (keras.visualization) and pandas (DataFrames as
+# fit() input). Each is imported inside try/except ImportError there, so hiding them while Keras loads leaves Keras
+# complete for what the stages do and takes about 40 % off its import (benchmarks/README.md, "Experiments"). They
+# stay importable afterwards for the code that uses them (the logistic head's scikit-learn, evaluate's plot).
+NOT_FOR_KERAS = ("sklearn", "jax", "matplotlib", "pandas")
 
 GPU_INSTALL = {  # what a user runs to get the GPU build of each backend (README, "Backends and GPUs")
     "tensorflow": "pip install -r requirements-gpu.txt",
@@ -42,6 +50,19 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def _hidden(modules: tuple[str, ...], keep: str):
+    """Make `import m` raise ImportError for each module m not yet imported (and not the backend `keep`)."""
+    hidden = [m for m in modules if m != keep and m not in sys.modules]
+    sys.modules.update(dict.fromkeys(hidden, None))
+    try:
+        yield
+    finally:
+        for module in hidden:
+            if sys.modules.get(module, 0) is None:
+                del sys.modules[module]
+
+
 def use(name: str = "tensorflow"):
     """Import Keras running on backend `name` and return the keras module."""
     loaded = sys.modules.get("keras")
@@ -61,10 +82,14 @@ def use(name: str = "tensorflow"):
     # says itself which device it uses and warns when a GPU is present but unused.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        with _native_stderr_silenced() if quiet else contextlib.nullcontext():
+        with _native_stderr_silenced() if quiet else contextlib.nullcontext(), _hidden(NOT_FOR_KERAS, keep=name):
             import keras
 
             keras.ops.zeros(1)  # the backend's lazy start-up happens here, inside the silence
+        # Keras and its backend leave millions of objects that live as long as the process. Python's cyclic garbage
+        # collector would traverse them all at every full collection and again at exit (about 2 s per process for
+        # TensorFlow, more than a head's training); frozen, it skips them. Nothing frozen here is garbage.
+        gc.freeze()
     except ImportError as error:
         raise StageError(
             f"the {name} backend is not installed ({error}); install it (README: Backends and GPUs) "

@@ -46,7 +46,11 @@ def fit_dense(train, val, n_classes: int, config: params.TrainParams, live):
         callbacks=[DVCLiveCallback(live=live)],
         verbose=2,
     )
-    return model
+    # What evaluate and export use is the trained function; the optimizer's state (Adam's two moments, twice the
+    # weights' size) would triple head.keras, stored again by every experiment. Save an uncompiled copy instead.
+    head = dense_head(train[0].shape[1], n_classes, config.hidden_units, config.dropout)
+    head.set_weights(model.get_weights())
+    return head
 
 
 def fit_logistic(train, val, n_classes: int, config: params.TrainParams, live):

@@ -34,21 +34,32 @@ def _fonts_for(names: list[str]) -> tuple[list[str], set[str]]:
     return families, {name for name in names if any(ord(c) not in covered for c in name)}
 
 
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Row-normalised counts (actual x predicted), rows of absent classes all 0: scikit-learn's
+    confusion_matrix(normalize="true"), without importing scikit-learn into evaluate."""
+    matrix = np.zeros((n_classes, n_classes))
+    np.add.at(matrix, (labels, predicted), 1)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals != 0)
+
+
 def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: list[str]):
     """Row-normalised confusion matrix: the diagonal is each class's recall. A class name that no installed
     font can draw is shown as its index (#3: the row of per_class.csv) instead of as empty boxes."""
+    # The object-oriented API on the Agg canvas, not pyplot: evaluate runs in every experiment, and pyplot's import
+    # (its backend machinery) costs more than drawing the figure.
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     families, undrawable = _fonts_for(classes)
     shown = [f"#{i}" if name in undrawable else name for i, name in enumerate(classes)]
-    matrix = confusion_matrix(labels, predicted, labels=list(range(len(classes))), normalize="true")
+    matrix = confusion_matrix(labels, predicted, len(classes))
     side = max(6.0, 0.16 * len(classes) + 3)
-    with plt.rc_context({"font.family": families}):
-        fig, ax = plt.subplots(figsize=(side, side))
+    with matplotlib.rc_context({"font.family": families}):
+        fig = Figure(figsize=(side, side))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
         image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
         ticks = np.arange(len(classes))
         font = max(4, min(10, 400 // len(classes)))
@@ -66,9 +77,8 @@ def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: list[st
 
 
 def plot_confusion(labels: np.ndarray, predicted: np.ndarray, classes: list[str], out: Path) -> None:
-    import matplotlib.pyplot as plt
+    import matplotlib
 
     fig, families = confusion_figure(labels, predicted, classes)
-    with atomic_output(out, suffix=".png") as tmp, plt.rc_context({"font.family": families}):
+    with atomic_output(out, suffix=".png") as tmp, matplotlib.rc_context({"font.family": families}):
         fig.savefig(tmp, dpi=100, metadata={"Software": None})
-    plt.close(fig)
