@@ -4,9 +4,9 @@ metrics/test.json holds accuracy, loss, top5_accuracy, balanced_accuracy (mean p
 macro_f1 and n_test, so `dvc metrics diff` compares runs across commits. metrics/predictions.csv feeds
 `dvc plots`' confusion template; metrics/confusion_matrix.png is the same matrix for people.
 
-Every experiment runs this stage, so it imports only what it uses: the head's forward pass and the metrics are
-NumPy (transfer/inference.py; the definitions are scikit-learn's, checked against it in tests/test_evaluate.py),
-not Keras on TensorFlow, scikit-learn or pandas, whose imports took longer than the evaluation itself.
+Every experiment runs this stage, so it does not import Keras on TensorFlow, whose start-up took longer than the
+evaluation itself: the head's forward pass is NumPy (transfer/inference.py, checked against Keras in
+tests/test_evaluate.py); the metrics are scikit-learn's.
 """
 
 from __future__ import annotations
@@ -21,42 +21,22 @@ from transfer.errors import StageError
 from transfer.feature_cache import load_classes, load_part
 from transfer.files import atomic_output, write_json
 from transfer.inference import predict
-
-
-def counts(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per class: true positives, predicted count, actual count."""
-    true_positives = np.bincount(labels[labels == predicted], minlength=n_classes)
-    return true_positives, np.bincount(predicted, minlength=n_classes), np.bincount(labels, minlength=n_classes)
-
-
-def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
-    return np.divide(numerator, denominator, out=np.zeros(len(numerator)), where=denominator != 0)
-
-
-def precision_recall_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int):
-    """scikit-learn's precision_recall_fscore_support(labels=range(n_classes), zero_division=0)."""
-    true_positives, predicted_count, actual_count = counts(labels, predicted, n_classes)
-    tp = true_positives.astype(np.float64)
-    precision, recall = _divide(tp, predicted_count.astype(np.float64)), _divide(tp, actual_count.astype(np.float64))
-    f1 = _divide(2 * tp, (predicted_count + actual_count).astype(np.float64))
-    return precision, recall, f1, actual_count
+from transfer.manifests import read_manifest
 
 
 def score(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    labels = np.asarray(labels, dtype=np.int64)
-    n_classes = probabilities.shape[1]
+    from sklearn import metrics
+
+    everyone = list(range(probabilities.shape[1]))
     predicted = probabilities.argmax(axis=1)
-    top5 = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
-    _, recall, f1, actual_count = precision_recall_f1(labels, predicted, n_classes)
-    eps = np.finfo(probabilities.dtype).eps  # log_loss clips to [eps, 1 - eps]
-    likelihood = np.clip(probabilities[np.arange(len(labels)), labels], eps, 1 - eps)
+    # With five classes or fewer every label is among the top five (scikit-learn warns, or refuses two classes).
+    top5 = metrics.top_k_accuracy_score(labels, probabilities, k=5, labels=everyone) if len(everyone) > 5 else 1.0
     return {
-        "accuracy": float(np.mean(predicted == labels)),
-        "loss": float(np.mean(-np.log(likelihood))),
-        "top5_accuracy": float(np.mean((top5 == labels[:, None]).any(axis=1))),
-        "balanced_accuracy": float(np.mean(recall[actual_count > 0])),  # classes absent from the test set drop out
-        "macro_f1": float(np.mean(f1)),
+        "accuracy": metrics.accuracy_score(labels, predicted),
+        "loss": metrics.log_loss(labels, probabilities, labels=everyone),
+        "top5_accuracy": top5,
+        "balanced_accuracy": metrics.balanced_accuracy_score(labels, predicted),
+        "macro_f1": metrics.f1_score(labels, predicted, average="macro", labels=everyone, zero_division=0),
         "n_test": int(len(labels)),
     }
 
@@ -69,18 +49,12 @@ def write_csv(path: Path, header: list[str], rows) -> None:
 
 
 def per_class_rows(labels: np.ndarray, predicted: np.ndarray, classes: list[str]):
-    """class, precision, recall, f1, support; floats rounded to 6 digits and written as pandas writes them."""
-    precision, recall, f1, support = precision_recall_f1(labels, predicted, len(classes))
-    columns = [np.round(column, 6).tolist() for column in (precision, recall, f1)]
-    return [[name, *(column[i] for column in columns), int(support[i])] for i, name in enumerate(classes)]
+    """class, precision, recall, f1, support; floats rounded to 6 digits."""
+    from sklearn.metrics import precision_recall_fscore_support
 
-
-def test_paths(split_dir: Path) -> list[str]:
-    path = Path(split_dir) / "test.csv"
-    if not path.is_file():
-        raise StageError(f"{path} not found; run `dvc repro split` first")
-    with open(path, newline="", encoding="utf-8") as file:
-        return [row["path"] for row in csv.DictReader(file)]
+    columns = precision_recall_fscore_support(labels, predicted, labels=list(range(len(classes))), zero_division=0)
+    precision, recall, f1 = (np.round(column, 6).tolist() for column in columns[:3])
+    return [[name, precision[i], recall[i], f1[i], int(columns[3][i])] for i, name in enumerate(classes)]
 
 
 def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir: Path) -> dict:
@@ -102,7 +76,7 @@ def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir:
         ["class", "precision", "recall", "f1", "support"],
         per_class_rows(labels, predicted, classes),
     )
-    paths = test_paths(split_dir)
+    paths = read_manifest(split_dir, "test")["path"].tolist()
     if len(paths) != len(labels):
         raise StageError(
             f"{split_dir}/test.csv lists {len(paths)} images, the cached features {len(labels)}; rerun `dvc repro`"

@@ -97,32 +97,6 @@ def test_train_and_evaluate_give_the_metrics_of_the_stages_as_they_were(golden_r
     assert got["md5"] == expected["md5"]  # per_class.csv and predictions.csv byte for byte
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_numpy_metrics_equal_scikit_learns(seed):
-    from sklearn import metrics
-
-    from stages.evaluate import per_class_rows
-
-    rng = np.random.default_rng(seed)
-    n_classes = 7
-    labels = rng.integers(0, n_classes - 1, 60)  # the last class never occurs: zero divisions on both sides
-    probabilities = rng.dirichlet(np.full(n_classes, 0.3), 60)
-    probabilities[0, labels[0]] = 0.0  # a certain miss: log_loss clips it
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    predicted = probabilities.argmax(axis=1)
-    everyone = list(range(n_classes))
-    result = score(labels, probabilities)
-    assert result["accuracy"] == metrics.accuracy_score(labels, predicted)
-    assert result["loss"] == pytest.approx(metrics.log_loss(labels, probabilities, labels=everyone), rel=1e-12)
-    assert result["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy_score(labels, predicted), rel=1e-12)
-    f1 = metrics.f1_score(labels, predicted, average="macro", labels=everyone, zero_division=0)
-    assert result["macro_f1"] == pytest.approx(f1, rel=1e-12)
-    expected = metrics.precision_recall_fscore_support(labels, predicted, labels=everyone, zero_division=0)
-    rows = per_class_rows(labels, predicted, [f"c{i}" for i in everyone])
-    for column, values in enumerate(expected, start=1):
-        assert [row[column] for row in rows] == pytest.approx(np.round(values, 6).tolist(), abs=1e-12)
-
-
 @pytest.mark.parametrize("head", ["dense", "logistic"])
 def test_numpy_forward_pass_equals_keras_on_saved_heads(golden_run, tmp_path_factory, head):
     import keras

@@ -11,11 +11,12 @@ from transfer.errors import StageError
 PARTS = ("train", "val", "test")
 
 
+def read_manifest(split_dir: Path, part: str) -> pd.DataFrame:
+    path = Path(split_dir) / f"{part}.csv"
+    if not path.is_file():
+        raise StageError(f"{path} not found; run `dvc repro split` first")
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
 def read_manifests(split_dir: Path) -> dict[str, pd.DataFrame]:
-    manifests = {}
-    for part in PARTS:
-        path = Path(split_dir) / f"{part}.csv"
-        if not path.is_file():
-            raise StageError(f"{path} not found; run `dvc repro split` first")
-        manifests[part] = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return manifests
+    return {part: read_manifest(split_dir, part) for part in PARTS}
