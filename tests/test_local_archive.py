@@ -26,6 +26,7 @@ def first_stages_repo(root: Path, url: str) -> Path:
     spec = yaml.safe_load((pipeline / "dvc.yaml").read_text())
     spec = {"stages": {name: spec["stages"][name] for name in FIRST_STAGES}}
     (pipeline / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    shutil.rmtree(pipeline / "release")  # the export pipeline needs what these stages do not make
     return make_repo(root / "repo", small_params(url, None), source=pipeline)
 
 
