@@ -8,7 +8,7 @@ and images decoded a batch at a time, so memory stays flat however many there ar
 image, or a folder with none, is named on stderr with the reason, the others are still classified, and the exit
 status is 1. Runs from any directory as the `predict` command that `setup.sh` installs into .venv (or `python -m
 transfer.predict`); the default model is the project's models/classifier.keras. Not a pipeline stage: it uses what
-`dvc repro` exported.
+`dvc repro release/dvc.yaml` exported.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ def _read_classes(path: Path) -> list[str]:
         classes = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise StageError(
-            f"{path} is not a readable class list ({error}); export again with `dvc repro export`"
+            f"{path} is not a readable class list ({error}); export again with `dvc repro release/dvc.yaml`"
         ) from None
     if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
-        raise StageError(f"{path} is not a list of class names; export again with `dvc repro export`")
+        raise StageError(f"{path} is not a list of class names; export again with `dvc repro release/dvc.yaml`")
     return classes
 
 
@@ -49,7 +49,8 @@ def _check_exported(model, model_path: Path, classes_path: Path, classes: list[s
     if len(model.inputs) == 1 and len(model.inputs[0].shape) == 2:
         raise StageError(
             f"{model_path} is the trained head (cached features in, not images); pass --model "
-            f"{model_path.with_name('classifier.keras')}, the exported classifier (`dvc repro export` writes it)"
+            f"{model_path.with_name('classifier.keras')}, the exported classifier "
+            "(`dvc repro release/dvc.yaml` writes it)"
         )
     layers = {layer.name for layer in model.layers}
     shapes = [tuple(tensor.shape) for tensor in (*model.inputs, *model.outputs)]
@@ -57,12 +58,12 @@ def _check_exported(model, model_path: Path, classes_path: Path, classes: list[s
         raise StageError(
             f"{model_path} is not a classifier exported by this project (inputs and outputs {shapes}, "
             f"{'a' if 'resize' in layers else 'no'} resize layer); pass the models/classifier.keras that "
-            "`dvc repro export` writes"
+            "`dvc repro release/dvc.yaml` writes"
         )
     if shapes[1][-1] != len(classes):
         raise StageError(
             f"{model_path} gives {shapes[1][-1]} class probabilities but {classes_path} names {len(classes)} "
-            "classes; they come from different runs: export both again with `dvc repro export`"
+            "classes; they come from different runs: export both again with `dvc repro release/dvc.yaml`"
         )
 
 
@@ -72,7 +73,8 @@ def load_classifier(model_path: Path):
     for path in (model_path, classes_path):
         if not path.is_file():
             raise StageError(
-                f"{path} not found; run `dvc repro` in {PROJECT} to train and export the classifier, or pass --model"
+                f"{path} not found; run `dvc repro` and `dvc repro release/dvc.yaml` in {PROJECT} to train and "
+                "export the classifier, or pass --model"
             )
     classes = _read_classes(classes_path)
     keras = devices.use("tensorflow")
