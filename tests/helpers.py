@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,15 @@ def run_stage(
         write_params(cwd, params)
     command, env = stage_command(module, *args)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 60, process=None, log: Path | None = None):
+    """Wait until condition() is true and return its value: an event, watched every 20 ms, with a bound. Fails if
+    `process` (a Popen) ends first or the time runs out, showing the end of `log` when given."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        tail = f":\n{log.read_text(errors='replace')[-4000:]}" if log else ""
+        assert process is None or process.poll() is None, f"the process ended before {what}{tail}"
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting until {what}{tail}"
+        time.sleep(0.02)
+    return result

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from stages import download
-from tests.helpers import run_stage, stage_command
+from tests.helpers import run_stage, stage_command, wait_for
 from tools.scratch_repo import ROOT, md5_of, write_params
 from transfer import downloads
 from transfer.errors import StageError
@@ -260,11 +260,7 @@ def test_ctrl_c_keeps_partial_and_next_run_resumes(server, tmp_path):
     command, env = stage_command("download", "data/raw", "--timeout", "5", "--retries", "0")
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not any(p.stat().st_size > 0 for p in partial_dir.glob("*.part")):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no bytes arrived"
-            time.sleep(0.05)
+        wait_for(lambda: any(p.stat().st_size > 0 for p in partial_dir.glob("*.part")), "bytes arrive", 60, process)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     finally:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from stages.split import list_images, split_images, write_manifests
-from tests.helpers import run_stage, stage_command
+from tests.helpers import run_stage, stage_command, wait_for
 from tools.scratch_repo import ROOT
 from tools.synthetic import make_image_folders
 
@@ -50,12 +49,8 @@ def test_features_killed_halfway_then_rerun_equals_clean_run(tmp_path):
     with open(log, "wb") as output:  # a file, not a pipe, so a full pipe can never block the stage
         process = subprocess.Popen(command, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 240
         # Once the first features file is open in the scratch output, the stage is mid-write: kill it.
-        while not any(data.rglob("features.npy")):
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the features stage never started writing"
-            time.sleep(0.02)
+        wait_for(lambda: any(data.rglob("features.npy")), "the stage writes features", 240, process, log)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     finally:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.helpers import wait_for
 from tools.scratch_repo import (
     dvc,
     git,
@@ -29,14 +28,6 @@ from tools.synthetic import make_archive
 pytestmark = pytest.mark.e2e
 
 LONG_TRAINING = 150  # epochs: far more than the moment between its first epoch line and the pause below
-
-
-def wait_for(log: Path, text: str, process: subprocess.Popen, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while text not in log.read_text(errors="replace"):
-        assert process.poll() is None, f"dvc repro ended before {text!r}:\n{log.read_text()[-4000:]}"
-        assert time.monotonic() < deadline, f"no {text!r} within {seconds} s:\n{log.read_text()[-4000:]}"
-        time.sleep(0.1)
 
 
 def train_process(dvc_process: subprocess.Popen) -> psutil.Process:
@@ -61,7 +52,8 @@ def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_p
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(log, "Epoch 1/", process, seconds=480)  # train has loaded its params and is training
+        # train has loaded its params and is training
+        wait_for(lambda: "Epoch 1/" in log.read_text(errors="replace"), "train's first epoch", 480, process, log)
         # Paused while params.yaml is edited, so the edit lands during the run however fast the machine trains.
         train = train_process(process)
         train.send_signal(signal.SIGSTOP)

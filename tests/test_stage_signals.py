@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.helpers import dvc, make_repo, stage_command
+from tests.helpers import dvc, make_repo, stage_command, wait_for
 from tests.test_interruption import FEATURES_ARGS, make_project, output_files
 from tools.scratch_repo import read_params, small_params, stages_restored, stages_run, subprocess_env, write_params
 
@@ -32,14 +31,6 @@ def shared_memory_of(pid: int) -> set[str]:
     except OSError:
         return set()
     return {Path(line.split(maxsplit=5)[5].removesuffix(" (deleted)")).name for line in lines if "/dev/shm/" in line}
-
-
-def wait_for(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-    return result
 
 
 def gone(process: psutil.Process) -> bool:
