@@ -196,3 +196,17 @@ def test_git_tracked_outputs_are_not_ignored_but_their_temporaries_are(tmp_path)
     # train's DVCLive folder and evaluate's files are written as temporary siblings first (atomic_output).
     temporaries = ["metrics/.train.tmp/metrics.json", "metrics/.test.json.tmp", "models/.head.keras.tmp.keras"]
     assert ignored(temporaries, tmp_path) == dict.fromkeys(temporaries, True)
+
+
+def test_no_import_cycle_among_the_project_modules():
+    import graphlib
+
+    graph = {}
+    for path in [*ROOT.glob("stages/*.py"), *ROOT.glob("transfer/*.py"), *ROOT.glob("tools/*.py")]:
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        files = [module_files(module) for module in imported_modules(path)]
+        imported = {
+            ".".join(f[-1].relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for f in files if f
+        }
+        graph[name] = imported - {name}
+    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the modules of a cycle
