@@ -631,15 +631,23 @@ def main(argv: list[str] | None = None) -> dict:
         if args.quick
         else dict(classes=20, per_class=100, size=128, memory_sets=[1000, 4000], name="cpu")
     )
+    fill_defaults(args, defaults)
+    if args.size < 32 or args.classes < 2 or args.per_class < 3:
+        parser.error("need --size >= 32, --classes >= 2 and --per-class >= 3")
+    return save_and_show(args.name, run(args), table)
+
+
+def fill_defaults(args: argparse.Namespace, defaults: dict) -> None:
+    """Options the user left out take the values of the chosen size (full or --quick)."""
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.size < 32 or args.classes < 2 or args.per_class < 3:
-        parser.error("need --size >= 32, --classes >= 2 and --per-class >= 3")
 
-    result = run(args)
+
+def save_and_show(name: str, result: dict, table) -> dict:
+    """Write benchmarks/results/NAME.json and print the table of its figures."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{args.name}.json"
+    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(table(result))
     print(f"\nfigures: {path.relative_to(ROOT)}")

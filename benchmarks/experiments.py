@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import re
 import shutil
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.benchmark import RESULTS, WORK, machine
+from benchmarks.benchmark import WORK, fill_defaults, machine, save_and_show
 from tools import scratch_repo
 
 HEAD_STAGES = ("train", "evaluate", "export")
@@ -285,16 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.quick
         else dict(classes=20, per_class=100, size=64, sweep=4, name="experiments")
     )
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    result = run(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{args.name}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(table(result))
-    print(f"\nfigures: {path}")
-    return result
+    fill_defaults(args, defaults)
+    return save_and_show(args.name, run(args), table)
 
 
 if __name__ == "__main__":

@@ -75,25 +75,31 @@ def kill_leftovers(processes: list[psutil.Process]) -> None:
             child.kill()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
-def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_path, signum):
-    """SIGKILL to the main process only is what the OOM killer does; SIGTERM is `kill PID`."""
-    project = make_project(tmp_path / "project", per_class=60)
-    log = tmp_path / "stage.log"
-    process = start_stage(project, log)
+def kill_while_decoding(project: Path, log: Path, kill, new_session: bool = False) -> subprocess.Popen:
+    """Start the stage, call kill(process, children) once its workers decode into shared memory, then wait until
+    the stage has exited, every worker is gone and the shared memory is freed. Returns the ended process."""
+    process = start_stage(project, log, new_session=new_session)
     children = []
     try:
         children, segments = wait_until_decoding(process, log)
-        os.kill(process.pid, signum)
+        kill(process, children)
         process.wait(timeout=120)
         wait_for(lambda: all(gone(child) for child in children), "every worker has exited", timeout=30)
-        left = wait_for(lambda: not (segments & set(os.listdir(SHM))) or None, "the shared memory is freed", 30)
-        assert left
+        wait_for(lambda: not (segments & set(os.listdir(SHM))), "the shared memory is freed", timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         kill_leftovers(children)
+    return process
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_path, signum):
+    """SIGKILL to the main process only is what the OOM killer does; SIGTERM is `kill PID`."""
+    project = make_project(tmp_path / "project", per_class=60)
+    log = tmp_path / "stage.log"
+    process = kill_while_decoding(project, log, lambda process, _: os.kill(process.pid, signum))
     if signum == signal.SIGTERM:  # cleaned up as after any failure: no scratch output, a clear status
         assert process.returncode == 128 + signal.SIGTERM, log.read_text()
         assert "Traceback" not in log.read_text()
@@ -110,19 +116,7 @@ def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path, signum, stat
     service manager or CI runner stopping a job sends SIGTERM to the whole group."""
     project = make_project(tmp_path / "project", per_class=60)
     log = tmp_path / "stage.log"
-    process = start_stage(project, log, new_session=True)
-    children = []
-    try:
-        children, segments = wait_until_decoding(process, log)
-        os.killpg(process.pid, signum)
-        process.wait(timeout=120)
-        wait_for(lambda: all(gone(child) for child in children), "every worker has exited", timeout=30)
-        wait_for(lambda: not (segments & set(os.listdir(SHM))), "the shared memory is freed", timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        kill_leftovers(children)
+    process = kill_while_decoding(project, log, lambda process, _: os.killpg(process.pid, signum), new_session=True)
     output = log.read_text()
     assert process.returncode == status, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
@@ -134,20 +128,14 @@ def test_a_killed_worker_is_named_in_one_line(tmp_path):
     """The OOM killer may pick a decoding worker instead of the main process."""
     project = make_project(tmp_path / "project", per_class=60)
     log = tmp_path / "stage.log"
-    process = start_stage(project, log)
-    children = []
-    try:
-        children, segments = wait_until_decoding(process, log)
-        worker = next(child for child in children if "spawn_main" in " ".join(child.cmdline()))
-        worker.kill()
-        process.wait(timeout=120)
-        wait_for(lambda: all(gone(child) for child in children), "every worker has exited", timeout=30)
-        wait_for(lambda: not (segments & set(os.listdir(SHM))), "the shared memory is freed", timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        kill_leftovers(children)
+    killed = []
+
+    def kill_a_worker(_, children):
+        killed.append(next(child for child in children if "spawn_main" in " ".join(child.cmdline())))
+        killed[0].kill()
+
+    process = kill_while_decoding(project, log, kill_a_worker)
+    worker = killed[0]
     output = log.read_text()
     assert process.returncode == 1, output
     assert "Traceback" not in output, output
