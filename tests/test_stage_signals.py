@@ -186,3 +186,32 @@ def test_a_killed_process_group_leaves_nothing_after_a_run_cache_restore_or_a_re
     assert stages_run(dvc(repo, "repro", "features").stdout) == ["features"]
     assert sorted(os.listdir(data)) == listing
     assert not segments & set(os.listdir(SHM))  # the killed run's shared memory is gone
+
+
+# The exception a signal handler raises can arrive changed when the signal lands inside C code: inside TensorFlow's
+# tracing, a SIGTERM's exception once surfaced as "SystemError: Objects/listobject.c:338: bad argument to internal
+# function", with a traceback and exit 1. Whatever arrives after the signal, the signal is what is reported.
+def test_sigterm_whose_exception_arrives_changed_still_ends_as_sigterm(capsys):
+    from transfer import workers
+
+    with pytest.raises(workers.Terminated) as stop, workers.termination_cleans_up():
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except workers.Terminated:
+            raise SystemError("bad argument to internal function") from None
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "terminated (SIGTERM)\n"
+
+
+def test_ctrl_c_whose_exception_arrives_changed_is_still_one_line(capsys):
+    from transfer import cli
+
+    def stage():
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise SystemError("bad argument to internal function") from None
+
+    with pytest.raises(SystemExit) as exited:
+        cli.run(stage)
+    assert exited.value.code == 130 and capsys.readouterr().err == "interrupted\n"

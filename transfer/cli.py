@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,14 @@ def run(main: Callable[[], object]) -> None:
     A stage that read params.yaml fails at the end if the keys it read were edited meanwhile: DVC records
     params.yaml as it is after the command exits.
     """
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if main_thread else None
     try:
         main()
         params.check_unchanged()
@@ -34,6 +44,16 @@ def run(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception:
+        # KeyboardInterrupt can arrive changed when Ctrl-C lands inside C code (a SystemError from TensorFlow's
+        # tracing): after Ctrl-C, whatever arrives is the interruption.
+        if not interrupted:
+            raise
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 def stage(main: Callable[..., object], doc: str, options: dict[str, dict] | None = None, **paths: str) -> None:

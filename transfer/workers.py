@@ -106,8 +106,10 @@ def termination_cleans_up():
         yield
         return
     signals = (signal.SIGTERM, signal.SIGHUP)
+    received: list[int] = []
 
     def handler(signum, frame):
+        received.append(signum)
         for other in signals:
             signal.signal(other, signal.SIG_DFL)
         raise Terminated(128 + signum)
@@ -115,9 +117,14 @@ def termination_cleans_up():
     previous = {signum: signal.signal(signum, handler) for signum in signals}
     try:
         yield
-    except Terminated as stop:  # said once everything inside has cleaned up, as cli.run says "interrupted"
-        print(f"terminated ({signal.Signals(stop.code - 128).name})", file=sys.stderr)
-        raise
+    except BaseException:
+        if not received:
+            raise
+        # Said once everything inside has cleaned up, as cli.run says "interrupted". The exception a handler raises
+        # can arrive changed when the signal lands inside C code (inside TensorFlow's tracing it surfaced as a
+        # SystemError): whatever arrives after the signal, the signal is what ended the stage.
+        print(f"terminated ({signal.Signals(received[0]).name})", file=sys.stderr)
+        raise Terminated(128 + received[0]) from None
     finally:
         for signum, action in previous.items():
             signal.signal(signum, action)
