@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer import cli, devices, memory, params, workers
+from transfer import cli, devices, interrupts, memory, params, workers
 from transfer.decoder import ImageDecoder
 from transfer.errors import StageError
 from transfer.extractor import Extractor
@@ -74,7 +74,8 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
 
     device = devices.prepare_device(config.backend)
     memory.check_fits(config, largest_part, on_gpu=device.startswith("GPU"))  # before any memory is spent
-    model = build_extractor(config.backbone, config.weights, config.image_size)  # weights checked before any image
+    with interrupts.deferred():  # weights checked before any image is read
+        model = build_extractor(config.backbone, config.weights, config.image_size)
     n_features = model.output_shape[-1]
     extractor = Extractor(model, config.backend, batch_size, device.startswith("GPU"))
     print(f"features: {config.backbone} ({n_features}-d) at {config.image_size}px on {device}", file=sys.stderr)

@@ -215,3 +215,22 @@ def test_ctrl_c_whose_exception_arrives_changed_is_still_one_line(capsys):
     with pytest.raises(SystemExit) as exited:
         cli.run(stage)
     assert exited.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_ctrl_c_inside_backend_code_takes_effect_when_that_code_returns(capsys):
+    # Raised inside TensorFlow's C++ code, a KeyboardInterrupt was printed there as a traceback (about one Ctrl-C in
+    # ten during extraction): the stage holds signals back while the backend runs (transfer/interrupts.py).
+    from transfer import cli, interrupts
+
+    reached = []
+
+    def stage():
+        with interrupts.deferred():
+            signal.raise_signal(signal.SIGINT)
+            reached.append("the backend call ran to its end")
+        reached.append("the stage went on")
+
+    with pytest.raises(SystemExit) as exited:
+        cli.run(stage)
+    assert reached == ["the backend call ran to its end"]
+    assert exited.value.code == 130 and capsys.readouterr().err == "interrupted\n"

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from transfer import params
+from transfer import interrupts, params
 from transfer.errors import StageError
 from transfer.files import disk_full_error, is_disk_full
 
@@ -24,7 +24,7 @@ def run(main: Callable[[], object]) -> None:
 
     def on_interrupt(signum, frame):
         interrupted.append(signum)
-        raise KeyboardInterrupt
+        interrupts.raise_or_defer(KeyboardInterrupt)
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_interrupt) if main_thread else None

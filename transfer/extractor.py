@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from transfer import interrupts
+
 
 class Extractor:
     """The model compiled for one backend, as a function of a uint8 image batch giving float32 features.
@@ -39,13 +41,15 @@ class Extractor:
         n = len(images)
         if self.pad and n < self.batch_size:
             images = np.concatenate([images, np.zeros((self.batch_size - n, *images.shape[1:]), images.dtype)])
-        return self.run(images), n
+        with interrupts.deferred():  # a signal during the backend's C++ code takes effect when it returns
+            return self.run(images), n
 
     def finish(self, started) -> np.ndarray:
         import keras
 
         features, n = started
-        return np.asarray(keras.ops.convert_to_numpy(features), dtype=np.float32)[:n]
+        with interrupts.deferred():
+            return np.asarray(keras.ops.convert_to_numpy(features), dtype=np.float32)[:n]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.finish(self.start(images))

@@ -20,6 +20,8 @@ import sys
 import threading
 from pathlib import Path
 
+from transfer import interrupts
+
 SHM = Path("/dev/shm")  # where Linux keeps shared memory
 PREFIX = "dvc-transfer-"  # short: macOS allows 31 characters in a shared-memory name
 _OWNED = re.compile(re.escape(PREFIX) + r"(\d+)-[0-9a-f]+$")
@@ -112,7 +114,7 @@ def termination_cleans_up():
         received.append(signum)
         for other in signals:
             signal.signal(other, signal.SIG_DFL)
-        raise Terminated(128 + signum)
+        interrupts.raise_or_defer(lambda: Terminated(128 + signum))
 
     previous = {signum: signal.signal(signum, handler) for signum in signals}
     try:
