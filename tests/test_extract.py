@@ -17,7 +17,7 @@ from PIL import Image
 
 from stages import extract
 from tests.helpers import run_stage
-from tools import synthetic
+from tools import archive_bytes, synthetic
 from tools.scratch_repo import ROOT
 from tools.synthetic import make_image
 from transfer.errors import StageError
@@ -378,11 +378,11 @@ def test_hidden_and_macos_files_are_listed_with_their_reason(out, tmp_path, caps
         {
             **good_classes(),
             "class_0/.DS_Store": b"\0\0\0\1Bud1",
-            "class_0/._image_0.jpg": synthetic.APPLEDOUBLE,
+            "class_0/._image_0.jpg": archive_bytes.APPLEDOUBLE,
             "class_1/.own_photo.jpg": image_bytes(1),
             "class_1/Thumbs.db": b"\xd0\xcf\x11\xe0",
             ".hidden/a.jpg": image_bytes(1),
-            "__MACOSX/class_0/._image_1.jpg": synthetic.APPLEDOUBLE,
+            "__MACOSX/class_0/._image_1.jpg": archive_bytes.APPLEDOUBLE,
         },
     )
     report = run_extract(archive, out)
@@ -624,7 +624,7 @@ def test_non_utf8_bytes_become_valid_utf8(out, tmp_path):
 
 def test_windows_zip_with_backslashes_and_directory_entries(out, tmp_path):
     files = {f"photos/{name}": data for name, data in good_classes().items()}
-    archive = synthetic.write_zip(tmp_path / "win.zip", synthetic.zip_entries(files, "windows"))
+    archive = archive_bytes.write_zip(tmp_path / "win.zip", archive_bytes.zip_entries(files, "windows"))
     with zipfile.ZipFile(archive) as zf:
         assert zf.namelist()[:2] == ["photos\\", "photos\\class_0\\"]
     report = run_extract(archive, out)
@@ -662,7 +662,7 @@ def test_a_name_the_file_system_refuses_is_left_out(out, tmp_path):
 @pytest.mark.parametrize("typed", ["NFC", "NFD"])
 def test_exclude_matches_a_class_named_in_nfd(out, tmp_path, typed, capsys):
     files = {"café/a.jpg": image_bytes(0), "café/b.jpg": image_bytes(0), **good_classes()}
-    archive = synthetic.write_zip(tmp_path / "mac.zip", synthetic.zip_entries(files, "macos"))
+    archive = archive_bytes.write_zip(tmp_path / "mac.zip", archive_bytes.zip_entries(files, "macos"))
     with zipfile.ZipFile(archive) as zf:
         assert "cafe\u0301/a.jpg" in [info.filename.encode("cp437").decode() for info in zf.infolist()]
     report = run_extract(archive, out, exclude=(unicodedata.normalize(typed, "café"),))
@@ -672,8 +672,8 @@ def test_exclude_matches_a_class_named_in_nfd(out, tmp_path, typed, capsys):
 
 
 def test_encrypted_zip_is_a_clear_error(out, tmp_path):
-    entries = synthetic.zip_entries(good_classes(), "infozip", password=b"secret")
-    archive = synthetic.write_zip(tmp_path / "locked.zip", entries)
+    entries = archive_bytes.zip_entries(good_classes(), "infozip", password=b"secret")
+    archive = archive_bytes.write_zip(tmp_path / "locked.zip", entries)
     with zipfile.ZipFile(archive) as zf:  # a real ZipCrypto zip: right password opens it
         assert zf.read("class_0/image_0.jpg", pwd=b"secret") == image_bytes(0)
     message = extract_error(archive, out)
@@ -690,7 +690,7 @@ def nested_archive(suffix: str, files: dict[str, bytes]) -> bytes:
             for name, body in files.items():
                 zf.writestr(name, body)
         return data.getvalue()
-    return synthetic.tar_bytes(files, NESTED_KINDS[suffix])
+    return archive_bytes.tar_bytes(files, NESTED_KINDS[suffix])
 
 
 @pytest.mark.parametrize("suffix", list(NESTED_KINDS))
