@@ -212,3 +212,26 @@ def test_rerun_passes_on_a_deterministic_run_and_names_what_differs_otherwise(co
     commit_all(repo, "broken stage")
     code, _, err = verify_in(repo, "--rerun", capsys=capsys)
     assert code == 2 and "verify: cannot check: the rerun failed" in err
+
+
+def test_an_on_demand_pipeline_is_checked_once_it_has_been_run(committed, tmp_path, capsys):
+    # Like release/dvc.yaml's export: a second dvc.yaml that `dvc repro` (no target) does not run.
+    repo = clone(committed, tmp_path / "sub")
+    (repo / "release").mkdir()
+    stage = {"cmd": "python -c \"open('copy.txt', 'w').write(open('mid.txt').read())\"", "wdir": ".."}
+    stage.update(deps=["mid.txt"], outs=["copy.txt"])
+    (repo / "release" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"copy": stage}}))
+    commit_all(repo, "an on-demand pipeline, never run")
+    code, out, err = verify_in(repo, capsys=capsys)
+    assert code == 0, err
+    assert "release/dvc.yaml:copy: not checked (no release/dvc.lock: never run)" in out + err
+
+    dvc(repo, "pull", "dvc.yaml")
+    dvc(repo, "repro", "release/dvc.yaml")
+    commit_all(repo, "exported")
+    assert verify_in(repo, capsys=capsys)[0] == 0
+    edit_params(repo, "prep", "scale", 3)
+    dvc(repo, "repro")  # the metrics pipeline only: the on-demand copy is now older than mid.txt
+    commit_all(repo, "rerun without the on-demand pipeline")
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 1 and "release/dvc.yaml:copy" in err and "dvc repro PATH/dvc.yaml" in err

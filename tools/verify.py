@@ -124,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         print(head + (f"; stale stage(s): {', '.join(stale)}" if stale else ""), file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
-        print("  Run `dvc repro`, then commit dvc.lock and the outputs kept in git.", file=sys.stderr)
+        print(
+            "  Run `dvc repro` (`dvc repro PATH/dvc.yaml` for a stage of another dvc.yaml), then commit the dvc.lock "
+            "files and the outputs kept in git.",
+            file=sys.stderr,
+        )
         return 1
     counts = found.counts
     done = [
