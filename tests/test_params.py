@@ -188,6 +188,7 @@ def test_missing_params_file(tmp_path):
 @pytest.mark.parametrize(
     "module, args, untouched",
     [
+        ("source", ["data/source"], "data/raw/old.zip"),
         ("download", ["data/raw"], "data/raw/old.zip"),
         ("extract", ["data/raw", "data/images", "metrics/data.json"], "data/raw/old.zip"),
         ("split", ["data/images", "data/split"], "data/images/cat/a.jpg"),
