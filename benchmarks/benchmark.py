@@ -5,7 +5,7 @@
     python -m benchmarks.benchmark --classes 20 --per-class 100 --size 128 --memory-sets 1000 4000 --name cpu
     python -m benchmarks.benchmark --backends tensorflow jax   # the other backends to set beside TensorFlow
 
-It generates class folders of JPEGs (tools.synthetic) and splits them with the split stage's own
+It generates class folders of JPEGs (testing.synthetic) and splits them with the split stage's own
 functions, then measures:
   (1) the tutorial's way: benchmarks/tutorial_way.py, one Keras model (frozen ResNet50 + the tutorial's
       head) trained 5 epochs from the JPEG files, validated every epoch, evaluated on the test split;
@@ -60,7 +60,7 @@ TARGETS = {
     "extraction_vs_model": (">=", 0.9, "(4) JPEG files -> saved features img/s / model-only img/s"),
     "memory_growth_pct": ("<", 10.0, "(5) features-stage peak RSS growth, small -> large set, %"),
 }
-# The default backend and the others the features stage can run on (transfer/params.py BACKENDS).
+# The default backend and the others the features stage can run on (transfer/core/params.py BACKENDS).
 DEFAULT_BACKEND = "tensorflow"
 OTHER_BACKENDS = ("jax", "torch")
 WEIGHTS_SEED = 3
@@ -135,7 +135,7 @@ def machine() -> dict:
 
 def make_images(classes: int, per_class: int, size: int) -> Path:
     """Generated class folders of JPEGs, reused between runs (keyed by their settings)."""
-    from tools.synthetic import make_image_folders
+    from testing.synthetic import make_image_folders
 
     folder = WORK / f"images-{classes}x{per_class}-{size}px"
     if not (folder / ".complete").is_file():

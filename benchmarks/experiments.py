@@ -5,7 +5,7 @@
     python -m benchmarks.experiments --code DIR --name experiments_before   # the pipeline as DIR has it
 
 A scratch git + DVC repository (tools.scratch_repo) holds the pipeline (this checkout's, or DIR's with --code) and
-a generated archive (tools.synthetic) read as a local file, with the random-init ResNet50 weights file of
+a generated archive (testing.synthetic) read as a local file, with the random-init ResNet50 weights file of
 benchmarks.benchmark. After one full `dvc repro` and a commit it measures, each a fresh process as a user runs it:
   - `python -c "import keras"` (TensorFlow), the yardstick, before and after the experiments;
   - `dvc exp run -S train.learning_rate=...` (the dense head) and `dvc exp run -S train.head=logistic`: wall time,
@@ -105,7 +105,7 @@ def wait_for_queue(steps: Steps, repo: Path, names: list[str], limit: float) -> 
 
 def run(args: argparse.Namespace) -> dict:
     from benchmarks.benchmark import Runner, make_weights
-    from tools.synthetic import make_archive
+    from testing.synthetic import make_archive
 
     work = WORK / args.name
     shutil.rmtree(work, ignore_errors=True)

@@ -6,7 +6,7 @@ and its small pure dependencies travel as wheels (see benchmarks/README.md). Fro
     python3 -m benchmarks.gpu_benchmark                       # 5,000 JPEGs of 256x256, batch 64 and 256
     python3 -m benchmarks.gpu_benchmark --images 200 --size 64 --allow-cpu   # a dry run without a GPU
 
-Steps: generate N JPEGs (tools.synthetic's pictures, parallel processes) and split them (the split stage's code);
+Steps: generate N JPEGs (testing.synthetic's pictures, parallel processes) and split them (the split stage's code);
 then, per backend, in a process of its own (Keras picks its backend at import):
   stage_cold     the features stage's own function, extract_features, as `dvc repro` runs it: model build,
                  compile, every image decoded, run and written (the stage's own timer);
@@ -60,7 +60,7 @@ def _write_images(job: tuple[str, list[tuple[int, int, int]], int, int]) -> int:
     """One worker's share: (class index, image number, seed) -> root/<class>/image_NNNN.jpg."""
     import numpy as np
 
-    from tools.synthetic import class_names, make_image
+    from testing.synthetic import class_names, make_image
 
     root, items, n_classes, size = job
     names = class_names(n_classes)
@@ -73,7 +73,7 @@ def _write_images(job: tuple[str, list[tuple[int, int, int]], int, int]) -> int:
 def make_dataset(scratch: Path, n_images: int, size: int) -> dict:
     """n_images JPEGs in up to 50 class folders, written by parallel processes, and their split."""
     from stages.split import list_images, split_images, write_manifests
-    from tools.synthetic import class_names
+    from testing.synthetic import class_names
 
     images = scratch / "images"
     n_classes = max(2, min(50, n_images // 20))
@@ -98,12 +98,12 @@ def measure_backend(name: str, scratch: Path, size: int, batch_sizes: list[int],
     import numpy as np
 
     from stages.features import extract_features
-    from transfer import devices
-    from transfer.decoder import ImageDecoder
-    from transfer.extractor import Extractor
-    from transfer.feature_cache import write_features
-    from transfer.manifests import read_manifests
-    from transfer.params import FeaturesParams
+    from transfer.core import devices
+    from transfer.core.manifests import read_manifests
+    from transfer.core.params import FeaturesParams
+    from transfer.features.cache import write_features
+    from transfer.features.compiled_backbone import Extractor
+    from transfer.features.decode_pool import ImageDecoder
 
     figures: dict = {"backend": name, "steps": {}}
 
@@ -131,7 +131,7 @@ def measure_backend(name: str, scratch: Path, size: int, batch_sizes: list[int],
         },
     )
 
-    from transfer.backbones import build_extractor
+    from transfer.features.backbones import build_extractor
 
     manifests = read_manifests(scratch / "split")
     paths = [str(scratch / "images" / p) for frame in manifests.values() for p in frame["path"]]

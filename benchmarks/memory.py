@@ -1,8 +1,8 @@
-"""Peak memory of the features stage's model: what transfer/memory.py's estimate is fitted to.
+"""Peak memory of the features stage's model: what transfer/features/memory.py's estimate is fitted to.
 
 Each configuration runs in a fresh process: build the backbone (random init), compile it as the stage does
-(transfer/extractor.py), run two batches of the given size, and report the peak resident memory (VmHWM) before
-and after the batches. Prints one JSON line per configuration; `--out` also writes them to a file.
+(transfer/features/compiled_backbone.py), run two batches of the given size, and report the peak resident memory
+(VmHWM) before and after the batches. Prints one JSON line per configuration; `--out` also writes them to a file.
 
     python -m benchmarks.memory --backbones resnet50 --sizes 128 256 --batches 4 16
 """
@@ -27,11 +27,11 @@ def measure(backend: str, backbone: str, size: int, batch: int) -> dict:
     """In this process: peak RSS after building the model, and after running two batches through it."""
     import numpy as np
 
-    from transfer import devices
+    from transfer.core import devices
 
     devices.use(backend)
-    from transfer.backbones import build_extractor
-    from transfer.extractor import Extractor
+    from transfer.features.backbones import build_extractor
+    from transfer.features.compiled_backbone import Extractor
 
     model = build_extractor(backbone, None, size)
     extractor = Extractor(model, backend, batch, on_gpu=False)

@@ -39,9 +39,9 @@ def model_only(
 ) -> dict:
     """Time the stage's Extractor over in-memory batches shaped like the stage's; returns figures as a dict.
     Call after stages.devices.use(backend_name)."""
-    from transfer import devices
-    from transfer.backbones import build_extractor
-    from transfer.extractor import Extractor
+    from transfer.core import devices
+    from transfer.features.backbones import build_extractor
+    from transfer.features.compiled_backbone import Extractor
 
     start = time.perf_counter()
     device = devices.prepare_device(backend_name)
@@ -90,7 +90,7 @@ def main() -> None:
 
     import psutil
 
-    from transfer import devices
+    from transfer.core import devices
 
     born = psutil.Process().create_time()
     keras = devices.use(args.backend)  # imports the backend: the fixed start-up cost of every stage that uses it

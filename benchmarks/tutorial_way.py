@@ -2,7 +2,7 @@
 
 Nothing is cached: every epoch decodes, resizes and runs the frozen backbone over every training and
 validation image again, which is what the feature cache of this pipeline avoids. Keras 3 has no
-fit_generator or ImageDataGenerator, so images come through tf.data, decoded like transfer/backbones.py
+fit_generator or ImageDataGenerator, so images come through tf.data, decoded like transfer/features/backbones.py
 (3 channels, bilinear resize), with the tutorial's preprocess_input, shuffled, in batches of 32.
 It reads the split stage's manifests, so it sees exactly the images the pipeline sees.
 

@@ -1,7 +1,7 @@
 """Stage 1: fetch the archive named by data.url into data/raw/, checksum-verified and resumable.
 
 An interrupted HTTP transfer waits under data/.partial/ (outside the stage's output, which DVC deletes before each
-run) and is resumed. The archive reaches data/raw/ only once it is verified (transfer/downloads.py).
+run) and is resumed. The archive reaches data/raw/ only once it is verified (transfer/fetch/downloads.py).
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from transfer import cli, params
-from transfer.downloads import archive_name, receive
-from transfer.files import atomic_output, remove
-from transfer.redact import redact
+from transfer.core import cli, params
+from transfer.core.files import atomic_output, remove
+from transfer.core.redact import redact
+from transfer.fetch.downloads import archive_name, receive
 
 
 def download(url: str, raw_dir: Path, md5: str | None, partial_dir: Path, **options) -> Path:
@@ -28,7 +28,7 @@ def download(url: str, raw_dir: Path, md5: str | None, partial_dir: Path, **opti
 
 
 def main(raw_dir: Path, partial_dir: Path, **options) -> None:
-    """Options (transfer/downloads.py DEFAULTS): timeout, retries, backoff, max_wait, time_limit (seconds)."""
+    """Options (transfer/fetch/downloads.py DEFAULTS): timeout, retries, backoff, max_wait, time_limit (seconds)."""
     data = params.load().data
     remove(Path(raw_dir))  # one archive in data/raw: the one data.url names
     Path(raw_dir).mkdir(parents=True)

@@ -5,7 +5,7 @@ macro_f1 and n_test, so `dvc metrics diff` compares runs across commits. metrics
 `dvc plots`' confusion template; metrics/confusion_matrix.png is the same matrix for people.
 
 Every experiment runs this stage, so it does not import Keras on TensorFlow, whose start-up took longer than the
-evaluation itself: the head's forward pass is NumPy (transfer/inference.py, checked against Keras in
+evaluation itself: the head's forward pass is NumPy (transfer/head/numpy_forward.py, checked against Keras in
 tests/test_evaluate.py); the metrics are scikit-learn's.
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer import cli, params
-from transfer.errors import StageError
-from transfer.feature_cache import load_classes, load_part
-from transfer.files import atomic_output, write_json
-from transfer.inference import predict
-from transfer.manifests import read_manifest
+from transfer.core import cli, params
+from transfer.core.errors import StageError
+from transfer.core.files import atomic_output, write_json
+from transfer.core.manifests import read_manifest
+from transfer.features.cache import load_classes, load_part
+from transfer.head.numpy_forward import predict
 
 
 def score(labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -58,7 +58,7 @@ def per_class_rows(labels: np.ndarray, predicted: np.ndarray, classes: list[str]
 
 
 def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir: Path) -> dict:
-    from transfer.plots import plot_confusion
+    from transfer.head.plots import plot_confusion
 
     if not Path(model_path).is_file():
         raise StageError(f"{model_path} not found; run `dvc repro train` first")

@@ -10,12 +10,12 @@ import gc
 import shutil
 from pathlib import Path
 
-from transfer import cli, devices, params
-from transfer.classifier import build_classifier
-from transfer.errors import StageError
-from transfer.feature_cache import load_classes
-from transfer.files import atomic_output
-from transfer.model_files import save_model
+from transfer.artifacts.classifier import build_classifier
+from transfer.artifacts.keras_files import save_model
+from transfer.core import cli, devices, params
+from transfer.core.errors import StageError
+from transfer.core.files import atomic_output
+from transfer.features.cache import load_classes
 
 
 def export(head_path: Path, features_dir: Path, classifier_path: Path, config: params.FeaturesParams) -> None:

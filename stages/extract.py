@@ -1,7 +1,8 @@
 """Stage 2: unpack the archive into data/images/<class>/<file>, keeping only images that decode.
 
 The class folders are found by their images at any depth of the archive or inside a nested archive
-(transfer/class_folders.py); unpacking is safe and keeps names as their makers meant them (transfer/archives.py).
+(transfer/unpack/class_folders.py); unpacking is safe and keeps names as their makers meant them
+(transfer/unpack/archives.py).
 Writes metrics/data.json: images per class and every file left out, with the reason.
 """
 
@@ -10,11 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from transfer import cli, params
-from transfer.archives import MAX_UNPACKED_BYTES
-from transfer.class_folders import collect_images, locate_class_root
-from transfer.errors import StageError
-from transfer.files import atomic_output, disk_space, remove, write_json
+from transfer.core import cli, params
+from transfer.core.errors import StageError
+from transfer.core.files import atomic_output, disk_space, remove, write_json
+from transfer.unpack.archives import MAX_UNPACKED_BYTES
+from transfer.unpack.class_folders import collect_images, locate_class_root
 
 
 def extract(

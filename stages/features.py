@@ -2,14 +2,14 @@
 
 Runs on the Keras backend named by features.backend (TensorFlow, JAX or PyTorch), on its GPU when it has one
 (mixed precision), else on the CPU (deterministic). Worker processes decode and resize images with the shared
-decoder (transfer/images.py) into shared memory a few batches ahead of the model, which is compiled once for the
+decoder (transfer/core/images.py) into shared memory a few batches ahead of the model, which is compiled once for the
 backend; features are appended to the .npy files as they come, so memory does not grow with the dataset.
 Writes data/features/<part>/{features,labels}.npy and classes.json.
 
-The stage checks first that its estimated peak memory fits the machine (transfer/memory.py). Its workers end with
-it however it ends (transfer/workers.py). Output is written to data/features/.partial and moved into place at the
-end: a run killed before that leaves the scratch inside the output folder, where DVC removes it whether the next
-`dvc repro` runs the stage again or restores data/features from its run-cache (both replace the folder whole).
+The stage checks first that its estimated peak memory fits the machine (transfer/features/memory.py). Its workers end
+with it however it ends (transfer/features/workers.py). Output is written to data/features/.partial and moved into
+place at the end: a run killed before that leaves the scratch inside the output folder, where DVC removes it whether
+the next `dvc repro` runs the stage again or restores data/features from its run-cache (both replace the folder whole).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer import cli, devices, interrupts, memory, params, workers
-from transfer.decoder import ImageDecoder
-from transfer.errors import StageError
-from transfer.extractor import Extractor
-from transfer.feature_cache import write_features
-from transfer.files import remove, write_json
-from transfer.manifests import read_manifests
+from transfer.core import cli, devices, params, signals
+from transfer.core.errors import StageError
+from transfer.core.files import remove, write_json
+from transfer.core.manifests import read_manifests
+from transfer.features import memory
+from transfer.features.cache import write_features
+from transfer.features.compiled_backbone import Extractor
+from transfer.features.decode_pool import ImageDecoder
 
 SCRATCH = ".partial"
 
@@ -70,11 +71,11 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
     batch_size = min(config.batch_size, largest_part)  # no batch holds more images than the largest part
 
     devices.use(config.backend)
-    from transfer.backbones import build_extractor
+    from transfer.features.backbones import build_extractor
 
     device = devices.prepare_device(config.backend)
     memory.check_fits(config, largest_part, on_gpu=device.startswith("GPU"))  # before any memory is spent
-    with interrupts.deferred():  # weights checked before any image is read
+    with signals.deferred():  # weights checked before any image is read
         model = build_extractor(config.backbone, config.weights, config.image_size)
     n_features = model.output_shape[-1]
     extractor = Extractor(model, config.backend, batch_size, device.startswith("GPU"))
@@ -95,7 +96,7 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
 
 
 def main(images_dir: Path, split_dir: Path, features_dir: Path) -> None:
-    with workers.termination_cleans_up():
+    with signals.termination_cleans_up():
         extract_features(images_dir, split_dir, features_dir, params.load().features)
 
 

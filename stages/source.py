@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from transfer import cli, params
-from transfer.downloads import local_source
-from transfer.errors import StageError
-from transfer.files import remove
+from transfer.core import cli, params
+from transfer.core.errors import StageError
+from transfer.core.files import remove
+from transfer.fetch.downloads import local_source
 
 
 def write_source(url: str, path: Path) -> None:

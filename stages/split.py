@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from transfer import cli, params
-from transfer.errors import StageError
-from transfer.files import atomic_output
-from transfer.manifests import PARTS
+from transfer.core import cli, params
+from transfer.core.errors import StageError
+from transfer.core.files import atomic_output
+from transfer.core.manifests import PARTS
 
 
 def list_images(images_dir: Path) -> pd.DataFrame:

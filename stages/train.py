@@ -11,11 +11,11 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from transfer import cli, devices, params
-from transfer.feature_cache import load_classes, load_part
-from transfer.files import atomic_output
-from transfer.heads import fit_dense, fit_logistic
-from transfer.model_files import save_model
+from transfer.artifacts.keras_files import save_model
+from transfer.core import cli, devices, params
+from transfer.core.files import atomic_output
+from transfer.features.cache import load_classes, load_part
+from transfer.head.training import fit_dense, fit_logistic
 
 
 def train(features_dir: Path, model_path: Path, live_dir: Path, config: params.TrainParams) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from testing.synthetic import make_archive
 from tests.helpers import SMALL_FEATURES
 from tests.http_server import FileServer
-from tools.synthetic import make_archive
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +41,8 @@ def feature_cache(tmp_path_factory) -> dict[str, Path]:
     """Generated images, their split and cached features, made in-process once per session."""
     from stages.features import extract_features
     from stages.split import list_images, split_images, write_manifests
-    from tools.synthetic import make_image_folders
-    from transfer.params import FeaturesParams
+    from testing.synthetic import make_image_folders
+    from transfer.core.params import FeaturesParams
 
     root = tmp_path_factory.mktemp("cache")
     images, split, features = root / "images", root / "split", root / "features"

@@ -48,7 +48,7 @@ def run_heads(root: Path) -> dict:
     and the md5 of the two CSV files evaluate writes."""
     from stages.evaluate import evaluate
     from stages.train import train
-    from transfer.params import TrainParams
+    from transfer.core.params import TrainParams
 
     cache = write_feature_cache(root)
     results = {}

@@ -49,7 +49,7 @@ def stage_command(module: str, *args: str | Path) -> tuple[list[str], dict[str, 
 def run_stage(
     module: str, *args: str | Path, cwd: Path, params: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run a stage (or transfer.predict) in its own process in cwd, as dvc.yaml does; params, when given, are
+    """Run a stage (or transfer.artifacts.predict) in its own process in cwd, as dvc.yaml does; params, when given, are
     written to cwd/params.yaml first. The exit status is the caller's to check."""
     if params is not None:
         write_params(cwd, params)
@@ -67,3 +67,28 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 60, pr
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting until {what}{tail}"
         time.sleep(0.02)
     return result
+
+
+def fetch(url: str, dest: Path, md5: str | None, partial_dir: Path, **options) -> Path:
+    """What the download stage does with one URL: receive it verified, then move it to `dest`."""
+    import shutil
+
+    from transfer.fetch.downloads import receive
+
+    partial, _ = receive(url, partial_dir, md5, **options)
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(partial, dest)
+    return Path(dest)
+
+
+def predict(model, classes: list[str], image_size: int, paths, top: int):
+    """predict's classify() collected: ({path: [(label, probability), ...]}, {path: why it could not be read})."""
+    from transfer.artifacts.predict import classify
+
+    results, errors = {}, {}
+    for path, ranked, reason in classify(model, classes, image_size, paths, top):
+        if ranked is None:
+            errors[path] = reason
+        else:
+            results[path] = ranked
+    return results, errors

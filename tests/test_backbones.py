@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from transfer import backbones, params
+from transfer.core import params
+from transfer.features import backbones
 
 # keras.applications module whose preprocess_input each backbone must reproduce.
 KERAS_MODULES = {

@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 
+from testing.synthetic import make_image_folders
 from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, run_stage
 from tools.scratch_repo import ROOT, small_params, subprocess_env
-from tools.synthetic import make_image_folders
-from transfer import devices
-from transfer.errors import StageError
+from transfer.core import devices
+from transfer.core.errors import StageError
 
 PARTS = ("train", "val", "test")
 
@@ -52,7 +52,7 @@ def run_features(workspace, name: str, run: str, weights: str | None = "resnet50
 
 @pytest.mark.e2e
 def test_tensorflow_and_jax_agree_and_jax_is_byte_identical_between_runs(workspace):
-    # TensorFlow's own repeatability is checked by tools.check_reproducible (the whole pipeline, twice).
+    # TensorFlow's own repeatability is checked by testing.check_reproducible (the whole pipeline, twice).
     tensorflow = run_features(workspace, "tensorflow", "0")
     first, second = (run_features(workspace, "jax", str(i)) for i in range(2))
     assert first == second, "jax: two runs on the CPU gave different bytes"
@@ -83,8 +83,8 @@ def test_a_backend_that_is_not_installed_is_a_clear_error():
     # torch hidden from the import system, as on a machine without it.
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from transfer import devices\n"
-        "from transfer.cli import run\n"
+        "from transfer.core import devices\n"
+        "from transfer.core.cli import run\n"
         "run(lambda: devices.use('torch'))\n"
     )
     env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
@@ -108,8 +108,8 @@ def test_a_driver_without_a_visible_gpu_is_warned_about(monkeypatch, capsys):
 def test_the_exported_classifier_loads_and_agrees_on_jax(feature_cache, tmp_path):
     from stages.export import export
     from stages.train import train
-    from transfer.params import FeaturesParams, TrainParams
-    from transfer.predict import load_classifier
+    from transfer.artifacts.predict import load_classifier
+    from transfer.core.params import FeaturesParams, TrainParams
 
     train(feature_cache["features"], tmp_path / "head.keras", tmp_path / "live", TrainParams(**SMALL_TRAIN))
     export(
@@ -124,9 +124,9 @@ def test_the_exported_classifier_loads_and_agrees_on_jax(feature_cache, tmp_path
     on_tensorflow = np.asarray(model.predict_on_batch(images))
     code = (
         "import sys, numpy as np\n"
-        "from transfer import devices\n"
+        "from transfer.core import devices\n"
         "keras = devices.use('jax')\n"
-        "import transfer.backbones\n"
+        "import transfer.features.backbones\n"
         f"model = keras.models.load_model({str(tmp_path / 'classifier.keras')!r}, compile=False)\n"
         f"images = np.load({str(tmp_path / 'images.npy')!r})\n"
         f"np.save({str(tmp_path / 'jax.npy')!r}, np.asarray(model.predict_on_batch(images)))\n"

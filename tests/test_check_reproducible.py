@@ -1,5 +1,5 @@
-"""The comparison logic of tools/check_reproducible.py: it must name every file that differs between two runs,
-byte for byte, with nothing masked (models included: transfer/model_files.py writes them byte-stable)."""
+"""The comparison logic of testing/check_reproducible.py: it must name every file that differs between two runs,
+byte for byte, with nothing masked (models included: transfer/artifacts/keras_files.py writes them byte-stable)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tools import check_reproducible as cr
+from testing import check_reproducible as cr
 from tools import scratch_repo
 
 DVC_YAML = {

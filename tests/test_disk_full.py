@@ -21,9 +21,9 @@ WRITERS = textwrap.dedent(
 
     import numpy as np
 
-    from transfer.cli import run
-    from transfer.feature_cache import write_features
-    from transfer.files import atomic_output, write_json
+    from transfer.core.cli import run
+    from transfer.features.cache import write_features
+    from transfer.core.files import atomic_output, write_json
 
     out = Path(sys.argv[2])
 
@@ -93,8 +93,8 @@ def test_file_size_limit_in_a_writer_is_one_clear_error(tmp_path, case):
 def test_full_disk_message_names_the_folder_the_bytes_and_what_to_do(tmp_path):
     import errno
 
-    from transfer.errors import StageError
-    from transfer.files import atomic_output
+    from transfer.core.errors import StageError
+    from transfer.core.files import atomic_output
 
     with pytest.raises(StageError) as caught, atomic_output(tmp_path / "big.npy", needed=123_456_789) as tmp:
         tmp.write_bytes(b"partial")

@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from stages import download
+from tests import helpers
 from tests.helpers import run_stage, stage_command, wait_for
 from tools.scratch_repo import ROOT, md5_of, write_params
-from transfer import downloads
-from transfer.errors import StageError
+from transfer.core.errors import StageError
+from transfer.fetch import downloads
 
 
 def zip_body(seed: int = 0, size: int = 300_000) -> bytes:
@@ -44,7 +45,7 @@ def paths(tmp_path):
 
 
 def fetch(url: str, paths: dict, md5: str | None = MD5, **options):
-    return downloads.fetch(url, paths["dest"], md5, paths["partial"], **{**FAST, **options})
+    return helpers.fetch(url, paths["dest"], md5, paths["partial"], **{**FAST, **options})
 
 
 def partial_files(paths: dict) -> list[Path]:
@@ -343,7 +344,7 @@ def test_non_archive_without_md5_is_refused_but_archives_of_every_kind_pass(tmp_
     for kind, body in kinds.items():
         source = tmp_path / f"source.{kind}"
         source.write_bytes(body)
-        downloads.fetch(str(source), tmp_path / "out" / kind, None, paths["partial"])
+        helpers.fetch(str(source), tmp_path / "out" / kind, None, paths["partial"])
         assert (tmp_path / "out" / kind).read_bytes() == body
     text = tmp_path / "notes.zip"
     text.write_text("just text, named .zip\n")
@@ -581,7 +582,7 @@ def test_secrets_in_data_url_never_shown(server, paths, capsys):
 
 
 def test_redact():
-    from transfer.redact import redact, redact_text
+    from transfer.core.redact import redact, redact_text
 
     assert redact("https://u:p@host:8080/a/b.zip?sig=1#frag") == "https://***@host:8080/a/b.zip?***"
     assert redact("https://host/a.zip") == "https://host/a.zip"

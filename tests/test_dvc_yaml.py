@@ -1,5 +1,6 @@
-"""dvc.yaml against the code: each stage depends on exactly the project modules its command can execute and
-lists exactly the params keys it reads, and every output DVC caches is ignored by a committed .gitignore.
+"""dvc.yaml against the code: each stage's code deps (files or folders) cover every project module its command
+can execute, each entry is used, and the expensive stages list nothing they do not execute; each stage lists
+exactly the params keys it reads; every output DVC caches is ignored by a committed .gitignore.
 
 Derived from the source with `ast`, so a new import (also one inside a function) or a new params key read
 fails here until dvc.yaml says so; otherwise `dvc status` would call stale outputs up to date.
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from tools.scratch_repo import ROOT
-from transfer import params
+from transfer.core import params
 
 # The pipeline's stages: dvc.yaml's, and release/dvc.yaml's export (run on demand; its paths are the root's).
 PIPELINES = ("dvc.yaml", "release/dvc.yaml")
@@ -55,7 +56,7 @@ def imported_modules(path: Path) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from transfer import params`
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from transfer.core import params`
     return names
 
 
@@ -81,14 +82,60 @@ def relative(paths) -> set[str]:
     return {Path(p).relative_to(ROOT).as_posix() for p in paths}
 
 
+# Stages whose needless rerun costs minutes (the download, the backbone over every image): their code deps may
+# cover only code they execute, so an edit elsewhere in a folder never reruns them.
+EXPENSIVE = {"download", "features"}
+CODE_ROOTS = ("stages", "transfer")
+
+
+def inert(path: Path) -> bool:
+    """A file that executes nothing (a package __init__.py holding only its docstring): no dependency needed."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+def code_deps(stage: dict) -> list[str]:
+    return [dep for dep in stage.get("deps", []) if dep.split("/")[0] in CODE_ROOTS]
+
+
+def covered_by(entry: str) -> set[str]:
+    """The project's Python files a dependency entry stands for: the file, or every file below the folder."""
+    path = ROOT / entry
+    files = [path] if path.is_file() else path.rglob("*.py")
+    return {f.relative_to(ROOT).as_posix() for f in files if "__pycache__" not in f.parts}
+
+
 @pytest.mark.parametrize("name", list(STAGES))
-def test_stage_depends_on_exactly_the_modules_it_executes(name):
+def test_stage_code_deps_cover_what_it_executes_and_each_entry_is_used(name):
     stage = STAGES[name]
-    executed = relative(executed_files(stage_module(stage)))
-    declared = {dep for dep in stage.get("deps", []) if dep.endswith(".py")}
-    assert declared == executed, (
-        f"dvc.yaml stage {name}: add to deps {sorted(executed - declared)}, remove {sorted(declared - executed)}"
-    )
+    executed = {p for p in relative(executed_files(stage_module(stage))) if not inert(ROOT / p)}
+    declared = {entry: covered_by(entry) for entry in code_deps(stage)}
+    covered = set().union(*declared.values())
+    assert executed <= covered, f"dvc.yaml stage {name}: add to deps {sorted(executed - covered)}"
+    unused = [entry for entry, files in declared.items() if not files & executed]
+    assert not unused, f"dvc.yaml stage {name}: remove from deps {unused} (nothing there is executed)"
+    if name in EXPENSIVE:
+        unexecuted = {entry: {f for f in files - executed if not inert(ROOT / f)} for entry, files in declared.items()}
+        extra = {entry: sorted(files) for entry, files in unexecuted.items() if files}
+        assert not extra, f"dvc.yaml stage {name} reruns for code it does not execute: list exact files for {extra}"
+
+
+def test_the_dependency_check_fails_on_a_missing_unused_or_too_wide_entry(monkeypatch):
+    features = dict(STAGES["features"])
+    check = test_stage_code_deps_cover_what_it_executes_and_each_entry_is_used
+    for deps, message in [
+        ([d for d in features["deps"] if d != "transfer/features"], "add to deps"),
+        ([*features["deps"], "transfer/unpack"], "remove from deps"),
+        ([*features["deps"], "transfer"], "list exact files"),
+    ]:
+        monkeypatch.setitem(STAGES, "features", {**features, "deps": deps})
+        with pytest.raises(AssertionError, match=message):
+            check("features")
+
+
+def test_pycache_is_ignored_by_dvc_so_folder_deps_do_not_change_when_python_runs():
+    patterns = (ROOT / ".dvcignore").read_text(encoding="utf-8").split()
+    assert "__pycache__/" in patterns
 
 
 def test_release_stages_run_from_the_repository_root():
@@ -98,9 +145,9 @@ def test_release_stages_run_from_the_repository_root():
 
 
 def test_the_import_walk_sees_imports_inside_functions():
-    # features imports transfer.backbones only inside a function (after choosing the Keras backend); the walk must
-    # still find it.
-    assert "transfer/backbones.py" in relative(executed_files("stages.features"))
+    # features imports transfer.features.backbones only inside a function (after choosing the Keras backend); the
+    # walk must still find it.
+    assert "transfer/features/backbones.py" in relative(executed_files("stages.features"))
     assert "stages/__init__.py" in relative(executed_files("stages.train"))
     assert relative(executed_files("json")) == set()
 
@@ -202,7 +249,7 @@ def test_no_import_cycle_among_the_project_modules():
     import graphlib
 
     graph = {}
-    for path in [*ROOT.glob("stages/*.py"), *ROOT.glob("transfer/*.py"), *ROOT.glob("tools/*.py")]:
+    for path in [*ROOT.glob("stages/*.py"), *ROOT.rglob("transfer/**/*.py"), *ROOT.glob("tools/*.py")]:
         name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         files = [module_files(module) for module in imported_modules(path)]
         imported = {

@@ -11,8 +11,8 @@ from PIL import Image
 from stages.evaluate import evaluate, score
 from stages.train import train
 from tests.helpers import SMALL_TRAIN
-from transfer.errors import StageError
-from transfer.params import TrainParams
+from transfer.core.errors import StageError
+from transfer.core.params import TrainParams
 
 METRIC_KEYS = {"accuracy", "loss", "top5_accuracy", "balanced_accuracy", "macro_f1", "n_test"}
 
@@ -102,7 +102,7 @@ def test_numpy_forward_pass_equals_keras_on_saved_heads(golden_run, tmp_path_fac
     import keras
 
     from tests.head_golden import write_feature_cache
-    from transfer.inference import predict
+    from transfer.head.numpy_forward import predict
 
     root = tmp_path_factory.mktemp(f"forward_{head}")
     cache = write_feature_cache(root)
@@ -116,7 +116,7 @@ def test_numpy_forward_pass_equals_keras_on_saved_heads(golden_run, tmp_path_fac
 def test_a_head_with_an_unknown_layer_is_an_error_naming_the_file(tmp_path):
     import keras
 
-    from transfer.inference import predict
+    from transfer.head.numpy_forward import predict
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.LayerNormalization(), keras.layers.Dense(2)])
     model.save(tmp_path / "odd.keras")

@@ -12,14 +12,14 @@ from PIL import Image
 
 from stages.export import export
 from stages.train import train
-from tests.helpers import SMALL_FEATURES, SMALL_TRAIN
+from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, predict
 from tools.scratch_repo import ROOT, subprocess_env
-from transfer.errors import StageError
-from transfer.feature_cache import load_classes, load_part
-from transfer.images import load_image
-from transfer.manifests import read_manifests
-from transfer.params import FeaturesParams, TrainParams
-from transfer.predict import load_classifier, predict
+from transfer.artifacts.predict import load_classifier
+from transfer.core.errors import StageError
+from transfer.core.images import load_image
+from transfer.core.manifests import read_manifests
+from transfer.core.params import FeaturesParams, TrainParams
+from transfer.features.cache import load_classes, load_part
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_predict_prints_top_k_per_image(exported, feature_cache, capsys):
     )
 
     # --json through the command's own main(), in this process (the CLI wrapper is exercised above).
-    from transfer.predict import main
+    from transfer.artifacts.predict import main
 
     main([images[0]], exported / "classifier.keras", top=5, as_json=True)
     parsed = json.loads(capsys.readouterr().out)["results"]
@@ -111,8 +111,8 @@ def test_predict_classifies_a_folder_and_names_each_bad_path(exported, feature_c
 
 
 def test_predict_on_every_image_format_matches_pillow_pixels(exported, tmp_path):
+    from testing.image_corpus import make_corpus
     from tests.test_images import pillow_pixels
-    from tools.image_corpus import make_corpus
 
     samples = make_corpus(tmp_path / "corpus")
     model, classes, image_size = load_classifier(exported / "classifier.keras")
@@ -135,7 +135,7 @@ def test_predict_runs_from_any_directory_without_start_up_noise(exported, featur
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "transfer.predict", str(image)],
+        [sys.executable, "-m", "transfer.artifacts.predict", str(image)],
         cwd=elsewhere,
         env={**subprocess_env(), "PYTHONPATH": str(project)},
         capture_output=True,
@@ -217,7 +217,7 @@ def test_predict_decodes_a_folder_a_batch_at_a_time(tmp_path, monkeypatch):
     import gc
     import weakref
 
-    import transfer.predict as module
+    import transfer.artifacts.predict as module
 
     tiny_images(tmp_path / "photos", 3000)
     decoded = []
@@ -242,7 +242,7 @@ def test_predict_decodes_a_folder_a_batch_at_a_time(tmp_path, monkeypatch):
 
 def test_predict_takes_the_files_extract_keeps_by_content(tmp_path):
     from tests.test_images import _truncated_jpeg
-    from transfer.images import check_image
+    from transfer.core.images import check_image
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -262,7 +262,7 @@ def test_predict_takes_the_files_extract_keeps_by_content(tmp_path):
 
 @pytest.mark.e2e
 def test_predict_reports_an_empty_folder_and_classifies_the_rest(exported, feature_cache, tmp_path, capsys):
-    from transfer.predict import main
+    from transfer.artifacts.predict import main
 
     image = sorted(feature_cache["images"].rglob("*.jpg"))[0]
     empty = tmp_path / "empty"
@@ -277,7 +277,7 @@ def test_predict_reports_an_empty_folder_and_classifies_the_rest(exported, featu
 
 @pytest.mark.e2e
 def test_predict_json_is_one_document_in_every_case(exported, feature_cache, tmp_path, capsys):
-    from transfer.predict import main
+    from transfer.artifacts.predict import main
 
     image = sorted(feature_cache["images"].rglob("*.jpg"))[0]
     fake, missing = tmp_path / "fake.jpg", tmp_path / "missing.jpg"

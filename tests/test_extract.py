@@ -16,11 +16,11 @@ import yaml
 from PIL import Image
 
 from stages import extract
+from testing import archive_bytes, synthetic
+from testing.synthetic import make_image
 from tests.helpers import run_stage
-from tools import archive_bytes, synthetic
 from tools.scratch_repo import ROOT
-from tools.synthetic import make_image
-from transfer.errors import StageError
+from transfer.core.errors import StageError
 
 EXCLUDE = ("BACKGROUND_Google",)
 
@@ -770,7 +770,7 @@ def jpeg_with_corrupt_exif() -> bytes:
 
 
 def test_pillow_warnings_name_the_file_in_extract_and_in_the_decoder_workers(out, tmp_path, capfd):
-    from transfer.decoder import ImageDecoder
+    from transfer.features.decode_pool import ImageDecoder
 
     archive = make_zip(tmp_path / "exif.zip", {**good_classes(), "class_0/broken_exif.jpg": jpeg_with_corrupt_exif()})
     report = run_extract(archive, out, exclude=())

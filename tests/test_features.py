@@ -8,12 +8,12 @@ import pytest
 
 from stages.features import extract_features
 from tests.helpers import SMALL_FEATURES
-from transfer import backbones
-from transfer.errors import StageError
-from transfer.feature_cache import load_classes, load_part
-from transfer.images import load_image
-from transfer.manifests import read_manifests
-from transfer.params import FeaturesParams
+from transfer.core.errors import StageError
+from transfer.core.images import load_image
+from transfer.core.manifests import read_manifests
+from transfer.core.params import FeaturesParams
+from transfer.features import backbones
+from transfer.features.cache import load_classes, load_part
 
 
 def test_arrays_have_one_float32_row_per_manifest_line(feature_cache):

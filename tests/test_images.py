@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tools.image_corpus import make_corpus, picture
-from transfer.decoder import ImageDecoder
-from transfer.images import ImageError, check_image, load_image
+from testing.image_corpus import make_corpus, picture
+from transfer.core.images import ImageError, check_image, load_image
+from transfer.features.decode_pool import ImageDecoder
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_a_folder_or_missing_file_is_refused(tmp_path):
 
 
 def test_a_file_failing_at_features_time_is_named_with_what_to_do(tmp_path):
-    from transfer.errors import StageError
+    from transfer.core.errors import StageError
 
     bad = tmp_path / "cls" / "changed.jpg"
     bad.parent.mkdir()
@@ -142,8 +142,8 @@ def test_the_extract_stage_keeps_every_file_the_decoder_reads(corpus, tmp_path):
 
 
 def test_the_decoder_fits_its_buffers_in_the_shared_memory_there_is(monkeypatch, corpus):
-    from transfer import decoder as decoder_module
-    from transfer.errors import StageError
+    from transfer.core.errors import StageError
+    from transfer.features import decode_pool as decoder_module
 
     folder, samples = corpus
     batch_bytes = 4 * 32 * 32 * 3

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testing.synthetic import make_archive
 from tests.http_server import FileServer
 from tools import verify
 from tools.scratch_repo import copy_pipeline, dvc, make_repo, small_params, stages_run
-from tools.synthetic import make_archive
 
 pytestmark = pytest.mark.e2e
 FIRST_STAGES = ["source", "download", "extract"]

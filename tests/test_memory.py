@@ -12,9 +12,9 @@ import yaml
 
 from tests.helpers import SMALL_FEATURES, stage_command
 from tests.test_interruption import FEATURES_ARGS, make_project
-from transfer import memory
-from transfer.errors import StageError
-from transfer.params import FeaturesParams
+from transfer.core.errors import StageError
+from transfer.core.params import FeaturesParams
+from transfer.features import memory
 
 GIB = 2**30
 REAL_MEMINFO = Path("/proc/meminfo").read_text()
@@ -167,7 +167,7 @@ def test_the_check_runs_before_the_model_is_built(monkeypatch, feature_cache, tm
 
     monkeypatch.setattr(memory, "check_fits", refuse)
     built = []
-    monkeypatch.setattr("transfer.backbones.build_extractor", lambda *a: built.append(a))
+    monkeypatch.setattr("transfer.features.backbones.build_extractor", lambda *a: built.append(a))
     with pytest.raises(StageError, match="no room"):
         extract_features(
             feature_cache["images"], feature_cache["split"], tmp_path / "f", FeaturesParams(**SMALL_FEATURES)

@@ -1,5 +1,5 @@
-"""transfer/model_files.py: a model saved twice, by two processes at two times, gives the same .keras bytes, and
-the file still loads with keras.models.load_model and predicts what the model predicted."""
+"""transfer/artifacts/keras_files.py: a model saved twice, by two processes at two times, gives the same .keras
+bytes, and the file still loads with keras.models.load_model and predicts what the model predicted."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from tools.scratch_repo import ROOT, subprocess_env
-from transfer.model_files import FIXED_TIME, canonicalize
+from transfer.artifacts.keras_files import FIXED_TIME, canonicalize
 
 # A trained head like the train stage's (BatchNorm, Dropout, Dense, Adam state), built and saved in a fresh process.
 SAVE = """
 import sys, numpy as np
-from transfer import devices
+from transfer.core import devices
 keras = devices.use("tensorflow")
-from transfer.model_files import save_model
+from transfer.artifacts.keras_files import save_model
 devices.seed_everything(3)
 model = keras.Sequential([keras.Input((6,)), keras.layers.BatchNormalization(), keras.layers.Dropout(0.5),
                           keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax")])
@@ -57,7 +57,7 @@ def test_two_processes_save_the_same_bytes_and_the_file_loads_and_predicts_the_s
     assert a.read_bytes() == b.read_bytes()
     assert "date_saved" not in json.loads(members(a)["metadata.json"])
 
-    from transfer import devices
+    from transfer.core import devices
 
     keras = devices.use("tensorflow")
     x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")

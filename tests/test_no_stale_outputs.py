@@ -11,6 +11,7 @@ import sys
 import psutil
 import pytest
 
+from testing.synthetic import make_archive
 from tests.helpers import wait_for
 from tools.scratch_repo import (
     dvc,
@@ -23,7 +24,6 @@ from tools.scratch_repo import (
     subprocess_env,
     write_params,
 )
-from tools.synthetic import make_archive
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ import unicodedata
 import pandas as pd
 import pytest
 
+from testing.synthetic import make_archive
 from tests.helpers import dvc, make_repo
 from tools.scratch_repo import md5_of, small_params
-from tools.synthetic import make_archive
 
 pytestmark = pytest.mark.e2e
 

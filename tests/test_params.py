@@ -1,4 +1,4 @@
-"""transfer/params.py: every key checked for type and range before any work; unknown keys get a suggestion."""
+"""transfer/core/params.py: every key checked for type and range before any work; unknown keys get a suggestion."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import yaml
 
 from tests.helpers import run_stage
 from tools.scratch_repo import ROOT
-from transfer import params
-from transfer.errors import StageError
+from transfer.core import params
+from transfer.core.errors import StageError
 
 GOOD = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -35,7 +35,7 @@ def test_repository_params_are_valid_and_documented():
     params.load(ROOT / "params.yaml")
     # docs/params.md's table is generated from the declarations: a new or changed key shows up there.
     table = params.markdown_table(GOOD)
-    assert table in (ROOT / "docs" / "params.md").read_text(encoding="utf-8"), "run `python -m transfer.params`"
+    assert table in (ROOT / "docs" / "params.md").read_text(encoding="utf-8"), "run `python -m transfer.core.params`"
     documented = {line.split("`")[1] for line in table.splitlines()[2:]}
     assert documented == {f"{name}.{key}" for name, section in GOOD.items() for key in section}
 
@@ -276,7 +276,7 @@ def test_nothing_loaded_nothing_checked(fresh_tracking):
 
 
 def test_run_exits_1_when_params_changed_while_the_stage_ran(fresh_tracking, capsys):
-    from transfer.cli import run
+    from transfer.core.cli import run
 
     def stage():
         assert params.load(fresh_tracking).train.seed == 42

@@ -20,12 +20,11 @@ from stages.extract import extract
 from stages.features import extract_features
 from stages.split import list_images, split_images, write_manifests
 from stages.train import train
-from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, dvc, make_repo
+from testing.synthetic import make_archive
+from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, dvc, fetch, make_repo
 from tools.scratch_repo import md5_of, read_params, small_params, stages_restored, stages_run, write_params
-from tools.synthetic import make_archive
-from transfer.downloads import fetch
-from transfer.feature_cache import load_classes
-from transfer.params import FeaturesParams, TrainParams
+from transfer.core.params import FeaturesParams, TrainParams
+from transfer.features.cache import load_classes
 
 STAGES = ["source", "download", "extract", "split", "features", "train", "evaluate", "release/dvc.yaml:export"]
 

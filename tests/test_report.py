@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testing.synthetic import make_archive
 from tools import report as report_tool
 from tools.scratch_repo import (
     ROOT,
@@ -34,8 +35,7 @@ from tools.scratch_repo import (
     subprocess_env,
     write_params,
 )
-from tools.synthetic import make_archive
-from transfer.errors import StageError
+from transfer.core.errors import StageError
 
 REPORT_WORKFLOW = ROOT / ".github/workflows/report.yml"
 

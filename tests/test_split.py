@@ -13,7 +13,7 @@ import yaml
 from stages import split
 from tests.helpers import run_stage
 from tools.scratch_repo import ROOT
-from transfer.errors import StageError
+from transfer.core.errors import StageError
 
 # Class sizes where rounding up and rounding down give different splits.
 SIZES = {"airplanes": 40, "ant": 3, "beaver": 7, "camera": 10, "cannon": 15, "zebra": 31}
@@ -187,7 +187,7 @@ GOLDEN = {
 @pytest.mark.parametrize("layout", list(GOLDEN))
 def test_golden_split_membership(tmp_path, layout):
     from stages.extract import extract
-    from tools.synthetic import make_archive
+    from testing.synthetic import make_archive
 
     archive = tmp_path / {"official": "caltech-101.zip", "legacy": "101.tar.gz", "macos": "m.zip"}.get(layout, "f.tgz")
     make_archive(archive, layout=layout, n_classes=4, per_class=12, size=32, seed=5)

@@ -18,6 +18,7 @@ import pytest
 from tests.helpers import dvc, make_repo, stage_command, wait_for
 from tests.test_interruption import FEATURES_ARGS, make_project, output_files
 from tools.scratch_repo import read_params, small_params, stages_restored, stages_run, subprocess_env, write_params
+from transfer.core import signals
 
 pytestmark = pytest.mark.e2e
 
@@ -192,19 +193,17 @@ def test_a_killed_process_group_leaves_nothing_after_a_run_cache_restore_or_a_re
 # tracing, a SIGTERM's exception once surfaced as "SystemError: Objects/listobject.c:338: bad argument to internal
 # function", with a traceback and exit 1. Whatever arrives after the signal, the signal is what is reported.
 def test_sigterm_whose_exception_arrives_changed_still_ends_as_sigterm(capsys):
-    from transfer import workers
-
-    with pytest.raises(workers.Terminated) as stop, workers.termination_cleans_up():
+    with pytest.raises(signals.Terminated) as stop, signals.termination_cleans_up():
         try:
             signal.raise_signal(signal.SIGTERM)
-        except workers.Terminated:
+        except signals.Terminated:
             raise SystemError("bad argument to internal function") from None
     assert stop.value.code == 128 + signal.SIGTERM
     assert capsys.readouterr().err == "terminated (SIGTERM)\n"
 
 
 def test_ctrl_c_whose_exception_arrives_changed_is_still_one_line(capsys):
-    from transfer import cli
+    from transfer.core import cli
 
     def stage():
         try:
@@ -219,13 +218,13 @@ def test_ctrl_c_whose_exception_arrives_changed_is_still_one_line(capsys):
 
 def test_ctrl_c_inside_backend_code_takes_effect_when_that_code_returns(capsys):
     # Raised inside TensorFlow's C++ code, a KeyboardInterrupt was printed there as a traceback (about one Ctrl-C in
-    # ten during extraction): the stage holds signals back while the backend runs (transfer/interrupts.py).
-    from transfer import cli, interrupts
+    # ten during extraction): the stage holds signals back while the backend runs (transfer/signals.py).
+    from transfer.core import cli, signals
 
     reached = []
 
     def stage():
-        with interrupts.deferred():
+        with signals.deferred():
             signal.raise_signal(signal.SIGINT)
             reached.append("the backend call ran to its end")
         reached.append("the stage went on")

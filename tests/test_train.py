@@ -9,8 +9,8 @@ import pytest
 
 from stages.train import train
 from tests.helpers import SMALL_TRAIN
-from transfer.heads import dense_head, fit_logistic
-from transfer.params import TrainParams
+from transfer.core.params import TrainParams
+from transfer.head.training import dense_head, fit_logistic
 
 
 def test_dense_head_has_the_tutorials_layers():
@@ -149,7 +149,7 @@ def test_keras_loads_without_the_optional_modules_it_would_pull_in_and_they_stay
     from tools.scratch_repo import ROOT, subprocess_env
 
     code = (
-        "import sys; from transfer import devices; devices.use('tensorflow')\n"
+        "import sys; from transfer.core import devices; devices.use('tensorflow')\n"
         "print(sorted(m for m in ('sklearn', 'jax', 'matplotlib', 'pandas') if m in sys.modules))\n"
         "import sklearn.linear_model, pandas, matplotlib.figure; print('importable')\n"
     )

@@ -6,8 +6,8 @@ import pytest
 
 from stages.features import extract_features
 from tests.helpers import SMALL_FEATURES
-from transfer.errors import StageError
-from transfer.params import FeaturesParams
+from transfer.core.errors import StageError
+from transfer.core.params import FeaturesParams
 
 SIZE = 32
 
@@ -30,7 +30,7 @@ def saved_weights(tmp_path_factory):
 
 
 def test_legacy_and_keras3_weight_files_give_the_same_features(saved_weights):
-    from transfer.backbones import build_extractor
+    from transfer.features.backbones import build_extractor
 
     images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.uint8)
     modern = np.asarray(build_extractor("resnet50", str(saved_weights["modern"]), SIZE)(images))

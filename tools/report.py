@@ -22,8 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from transfer.cli import run
-from transfer.errors import StageError
+from transfer.core.cli import run
+from transfer.core.errors import StageError
 
 TEST_METRICS = "metrics/test.json"
 PER_CLASS = "metrics/per_class.csv"

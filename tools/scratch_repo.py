@@ -1,4 +1,4 @@
-"""Throwaway git + DVC repositories holding this project's pipeline, for tools/check_reproducible.py and tests.
+"""Throwaway git + DVC repositories holding this project's pipeline, for testing/check_reproducible.py and tests.
 
 make_repo() copies the pipeline files (dvc.yaml, params.yaml, stages/, transfer/, tools/, .gitignore) into a new folder,
 writes the given params, runs `git init` and `dvc init` and commits. small_params() gives the params of the
@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("dvc.yaml", "release", "params.yaml", "stages", "transfer", "tools", ".gitignore")
+PROJECT_FILES = ("dvc.yaml", "release", "params.yaml", "stages", "transfer", "tools", ".gitignore", ".dvcignore")
 
 
 class CommandFailed(RuntimeError):

@@ -15,7 +15,7 @@ import yaml
 
 from tools.scratch_repo import CommandFailed, dvc, run
 
-# Metrics are written rounded to 6 decimals (transfer/files.py write_json). On one platform a rerun gives the same
+# Metrics are written rounded to 6 decimals (transfer/core/files.py write_json). On one platform a rerun gives the same
 # bytes, so the same numbers; 1e-6 only forgives a last-digit rounding flip. Across CPUs/GPUs float results differ
 # in the last bits, and mixed precision on a GPU more: pass a larger --tolerance there (docs/reproducibility.md).
 DEFAULT_TOLERANCE = 1e-6

@@ -1,0 +1,1 @@
+"""What the pipeline delivers: byte-stable .keras files, the exported classifier and the `predict` command."""

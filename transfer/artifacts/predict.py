@@ -1,0 +1,221 @@
+"""Classify images with the exported model: `python -m transfer.artifacts.predict IMAGE_OR_FOLDER [...]`.
+
+Prints each image's path, then its top classes as `label<TAB>probability` lines; --json prints one JSON
+document, {"results": {path: [{"label", "probability"}, ...]}, "errors": {path: reason}}, in every case (with an
+"error" key when nothing could be classified at all: no model, say). A folder stands for the files below it that
+the extract stage would keep: whatever the shared decoder reads, whatever the name; folders are read one at a time
+and images decoded a batch at a time, so memory stays flat however many there are. A path that is not a usable
+image, or a folder with none, is named on stderr with the reason, the others are still classified, and the exit
+status is 1. Runs from any directory as the `predict` command that `setup.sh` installs into .venv (or
+`python -m transfer.artifacts.predict`); the default model is the project's models/classifier.keras. Not a pipeline
+stage: it uses what `dvc repro release/dvc.yaml` exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from transfer.core import devices
+from transfer.core.cli import run
+from transfer.core.errors import StageError
+from transfer.core.images import SUFFIXES, ImageError, load_image
+
+PROJECT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = PROJECT / "models" / "classifier.keras"
+BATCH_SIZE = 32
+NOT_AN_IMAGE = "not an image file (unrecognised content)"  # transfer/core/images.py's reason for other files
+EMPTY = "no image files in this folder"
+
+
+def _read_classes(path: Path) -> list[str]:
+    try:
+        classes = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StageError(
+            f"{path} is not a readable class list ({error}); export again with `dvc repro release/dvc.yaml`"
+        ) from None
+    if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
+        raise StageError(f"{path} is not a list of class names; export again with `dvc repro release/dvc.yaml`")
+    return classes
+
+
+def _check_exported(model, model_path: Path, classes_path: Path, classes: list[str]) -> None:
+    """The model must be the exported classifier (raw RGB images in, one probability per class out)."""
+    if len(model.inputs) == 1 and len(model.inputs[0].shape) == 2:
+        raise StageError(
+            f"{model_path} is the trained head (cached features in, not images); pass --model "
+            f"{model_path.with_name('classifier.keras')}, the exported classifier "
+            "(`dvc repro release/dvc.yaml` writes it)"
+        )
+    layers = {layer.name for layer in model.layers}
+    shapes = [tuple(tensor.shape) for tensor in (*model.inputs, *model.outputs)]
+    if "resize" not in layers or len(shapes) != 2 or len(shapes[0]) != 4 or shapes[0][-1] != 3 or len(shapes[1]) != 2:
+        raise StageError(
+            f"{model_path} is not a classifier exported by this project (inputs and outputs {shapes}, "
+            f"{'a' if 'resize' in layers else 'no'} resize layer); pass the models/classifier.keras that "
+            "`dvc repro release/dvc.yaml` writes"
+        )
+    if shapes[1][-1] != len(classes):
+        raise StageError(
+            f"{model_path} gives {shapes[1][-1]} class probabilities but {classes_path} names {len(classes)} "
+            "classes; they come from different runs: export both again with `dvc repro release/dvc.yaml`"
+        )
+
+
+def load_classifier(model_path: Path):
+    """The exported classifier, its classes and its input size, checked against each other."""
+    model_path, classes_path = Path(model_path), Path(model_path).with_name("classes.json")
+    for path in (model_path, classes_path):
+        if not path.is_file():
+            raise StageError(
+                f"{path} not found; run `dvc repro` and `dvc repro release/dvc.yaml` in {PROJECT} to train and "
+                "export the classifier, or pass --model"
+            )
+    classes = _read_classes(classes_path)
+    keras = devices.use("tensorflow")
+    import transfer.features.backbones  # noqa: F401  registers the Preprocess layer the model uses
+
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as error:  # a damaged or foreign file: Keras raises many types
+        raise StageError(
+            f"{model_path} is not a classifier exported by this project ({str(error).splitlines()[0][:200]})"
+        ) from None
+    _check_exported(model, model_path, classes_path, classes)
+    return model, classes, model.get_layer("resize").height
+
+
+def _files_below(folder: Path) -> Iterator[Path]:
+    """The files below a folder in sorted order (as sorted(folder.rglob("*")) gives them), one folder listed at
+    a time; links to folders are not followed."""
+    with os.scandir(folder) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _files_below(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)
+
+
+def _inputs(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None, str | None]]:
+    """(file, the folder it was found in or None, None); (folder, folder, None) after each folder's last file;
+    (folder, None, why) for a folder that cannot be read."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            try:
+                for file in _files_below(path):
+                    yield file, path, None
+            except OSError as error:
+                yield path, None, f"cannot read this folder ({error.strerror or error})"
+                continue
+            yield path, path, None
+        else:
+            yield path, None, None
+
+
+def classify(model, classes: list[str], image_size: int, paths: Iterable[Path], top: int):
+    """Yield (path, [(label, probability), ...], None) per image and (path, None, reason) per problem, decoding
+    BATCH_SIZE images at a time."""
+    import numpy as np
+
+    batch = np.empty((BATCH_SIZE, image_size, image_size, 3), np.uint8)
+    names: list[str] = []
+    found: set[Path] = set()  # folders that held at least one image file
+
+    def predict_batch():
+        probabilities = np.asarray(model.predict_on_batch(batch[: len(names)]))
+        for path, row in zip(names, probabilities, strict=True):
+            best = np.argsort(-row, kind="stable")[:top]
+            yield path, [(classes[i], float(row[i])) for i in best], None
+        names.clear()
+
+    for path, folder, problem in _inputs(paths):
+        if problem is not None:
+            yield str(path), None, problem
+            continue
+        if path == folder:  # the end of a folder
+            if folder not in found:
+                yield str(folder), None, EMPTY
+            continue
+        try:
+            batch[len(names)] = load_image(path, image_size)
+        except ImageError as error:
+            # In a folder, files that are no image at all (notes, .DS_Store) are not the user's images.
+            if folder is None or str(error) != NOT_AN_IMAGE or path.suffix.lower() in SUFFIXES:
+                found.add(folder)
+                yield str(path), None, str(error)
+            continue
+        found.add(folder)
+        names.append(str(path))
+        if len(names) == BATCH_SIZE:
+            yield from predict_batch()
+    if names:
+        yield from predict_batch()
+
+
+class JsonDocument:
+    """One JSON document written as results come: {"results": {...}, "errors": {...}[, "error": "..."]}."""
+
+    def __init__(self):
+        self.results, self.errors = 0, {}
+        print('{"results": {', end="")
+
+    def result(self, path: str, ranked: list[tuple[str, float]]) -> None:
+        entries = [{"label": label, "probability": round(p, 6)} for label, p in ranked]
+        print(("," if self.results else "") + f"\n  {json.dumps(path, ensure_ascii=False)}: ", end="")
+        print(json.dumps(entries, ensure_ascii=False), end="", flush=True)
+        self.results += 1
+
+    def close(self, fatal: str | None = None) -> None:
+        tail = {"errors": self.errors, **({"error": fatal} if fatal is not None else {})}
+        print(("\n" if self.results else "") + "}," + json.dumps(tail, indent=2, ensure_ascii=False)[1:], flush=True)
+
+
+def main(paths: list[Path], model_path: Path, top: int, as_json: bool) -> None:
+    document = JsonDocument() if as_json else None
+    failed = False
+    try:
+        if top < 1:
+            raise StageError(f"--top must be at least 1, got {top}")
+        model, classes, image_size = load_classifier(model_path)
+        for path, ranked, reason in classify(model, classes, image_size, paths, min(top, len(classes))):
+            if ranked is None:
+                failed = True
+                print(f"error: {path}: {reason}", file=sys.stderr, flush=True)
+                if document:
+                    document.errors[path] = reason
+            elif document:
+                document.result(path, ranked)
+            else:
+                print(path)
+                print("\n".join(f"{label}\t{probability:.4f}" for label, probability in ranked), flush=True)
+    except (StageError, KeyboardInterrupt) as error:
+        if document:
+            document.close(fatal=str(error) if isinstance(error, StageError) else "interrupted")
+        raise
+    if document:
+        document.close()
+    if failed:
+        raise SystemExit(1)
+
+
+def cli() -> None:
+    """The `predict` console script."""
+    parser = argparse.ArgumentParser(description="Classify images with the exported classifier.")
+    parser.add_argument("images", type=Path, nargs="+", help="image files or folders of them")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, help=f"exported classifier (default {DEFAULT_MODEL})"
+    )
+    parser.add_argument("--top", type=int, default=5, help="how many classes to print per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    args = parser.parse_args()
+    run(lambda: main(args.images, args.model, args.top, args.json))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,286 @@
+"""params.yaml: each key declared once, here, with its type, bounds and meaning; checked before any stage works.
+
+`load()` validates the whole file; a typo, a wrong type or a value out of range stops the stage with a message
+that names the key, the value and what is allowed, and an unknown key suggests the nearest known one. Each field's
+`description` is both the "must be ..." of its error message and its line in docs/params.md
+(`python -m transfer.core.params` prints that table; a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from transfer.core.errors import StageError
+from transfer.core.redact import redact
+
+# features.backbone's choices: the keras.applications class each names and its input preprocessing ("caffe": RGB to
+# BGR minus the ImageNet mean; "tf": scaled to [-1, 1]; "none": built into the model).
+# transfer/features/backbones.py builds them from this table.
+BACKBONES = {
+    "resnet50": ("ResNet50", "caffe"),
+    "resnet101": ("ResNet101", "caffe"),
+    "resnet50v2": ("ResNet50V2", "tf"),
+    "efficientnetv2b0": ("EfficientNetV2B0", "none"),
+    "mobilenetv3large": ("MobileNetV3Large", "none"),
+    "convnexttiny": ("ConvNeXtTiny", "none"),
+}
+Backbone = Literal[tuple(BACKBONES)]  # type: ignore[valid-type]
+Backend = Literal["tensorflow", "jax", "torch"]  # Keras backends the features stage can run on
+BACKENDS = get_args(Backend)
+# NumPy (scikit-learn's split, Keras' seeding) takes seeds in [0, 2**32 - 1] only.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+# What this process loaded, and the keys it has read since: transfer.core.cli.run checks those against params.yaml at
+# the end, since DVC records params.yaml as it is after the stage exits.
+_loaded: tuple[Path, dict] | None = None
+_read: set[str] = set()
+
+
+class Section(BaseModel):
+    """A params section: strict types (YAML's 5.0 is no integer, "0.2" no number), no unknown keys, and every
+    field read (`config.epochs`) recorded for check_unchanged()."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    section: ClassVar[str] = ""
+
+    def __getattribute__(self, name: str) -> Any:
+        cls = type(self)
+        if name in cls.model_fields:
+            _read.add(f"{cls.section}.{name}")
+        return super().__getattribute__(name)
+
+
+class DataParams(Section):
+    section: ClassVar[str] = "data"
+    url: str = Field(
+        min_length=1, description="the archive: an http(s):// URL, a file:// URL or a path (`~` expands); zip or tar"
+    )
+    md5: str | None = Field(
+        pattern="^[0-9a-f]{32}$", description="the archive's md5 (32 hex digits), or null to skip the check"
+    )
+    exclude: tuple[str, ...] = Field(
+        description="class folders to drop after extraction, e.g. [BACKGROUND_Google], or []; NFC or NFD names match"
+    )
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("md5", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _folder_names(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            raise ValueError(
+                "must be a list of folder names; YAML reads unquoted yes/no/on/off/true/false as booleans, so "
+                "quote such names (e.g. ['no', 'On'])"
+            )
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError("must be a list of folder names, e.g. [BACKGROUND_Google], or []")
+        return tuple(value)
+
+
+class SplitParams(Section):
+    section: ClassVar[str] = "split"
+    test: Fraction = Field(description="per class, the share of images held out for the test set (0-1, exclusive)")
+    val: Fraction = Field(description="per class, the share of the rest used for validation (0-1, exclusive)")
+    seed: Seed = Field(description="seed of the split (0 to 2**32 - 1)")
+
+
+class FeaturesParams(Section):
+    section: ClassVar[str] = "features"
+    backbone: Backbone = Field(description="the frozen ImageNet backbone")
+    backend: Backend = Field(description="Keras backend of the features stage (uses its GPU when it has one)")
+    weights: str | None = Field(description="imagenet, null (random init, for tests) or the path of a weights file")
+    image_size: int = Field(ge=32, description="square input side in pixels (the tutorial's 256), at least 32")
+    batch_size: int = Field(ge=1, description="images per batch through the backbone")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_file(cls, value: str | None) -> str | None:
+        if value not in (None, "imagenet") and not Path(value).is_file():
+            raise ValueError("is not an existing file (use imagenet, null, or the path of a weights file)")
+        return value
+
+
+class TrainParams(Section):
+    section: ClassVar[str] = "train"
+    head: Literal["dense", "logistic"] = Field(
+        description="the classifier head: the tutorial's dense head, or L2-regularised logistic regression"
+    )
+    epochs: int = Field(ge=1, description="dense head: passes over the training features")
+    batch_size: int = Field(ge=1, description="dense head: features per training step")
+    learning_rate: Positive = Field(description="dense head: Adam's learning rate")
+    hidden_units: int = Field(ge=1, description="dense head: width of the hidden layer")
+    dropout: float = Field(ge=0, lt=1, description="dense head: rate of both Dropout layers, in [0, 1)")
+    logistic_c: Positive = Field(description="logistic head: inverse L2 strength (scikit-learn's C)")
+    seed: Seed = Field(description="seed of the head's initialisation and shuffling")
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    data: DataParams
+    split: SplitParams
+    features: FeaturesParams
+    train: TrainParams
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: field.annotation
+    for name, field in Params.model_fields.items()  # type: ignore[misc]
+}
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key.split(".")[-1], [k.split(".")[-1] for k in known], n=1)
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(known)}"
+    return f"unknown key {key}{hint}"
+
+
+def _shown(key: str, value: Any) -> str:
+    """A value for a message: data.url without its secrets (user:password@, ?token=...)."""
+    return repr(redact(value) if key == "data.url" and isinstance(value, str) else value)
+
+
+def _allowed(section: type[Section], name: str) -> str:
+    """What a field accepts, in words, from its declaration: the choices of a Literal, the bounds of a number,
+    else its description."""
+    field = section.model_fields[name]
+    choices = getattr(field.annotation, "__args__", ())
+    if choices and all(isinstance(c, str) for c in choices):
+        return "one of: " + ", ".join(choices)
+    if field.annotation not in (int, float):
+        return field.description or ""
+    bound = {key: getattr(m, key) for m in field.metadata for key in ("gt", "ge", "lt", "le") if hasattr(m, key)}
+    if field.annotation is int:
+        upper = f" and <= {bound['le']}" if "le" in bound else ""
+        return f"an integer >= {bound.get('ge', 0)}{upper}"
+    if "gt" in bound and "lt" in bound:
+        return f"a number strictly between {bound['gt']} and {bound['lt']}"
+    if "ge" in bound and "lt" in bound:
+        return f"a number in [{bound['ge']}, {bound['lt']})"
+    return "a positive finite number"
+
+
+def _problems(section: type[Section], values: dict, error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        key = str(item["loc"][0])
+        full = f"{section.section}.{key}"
+        if item["type"] == "extra_forbidden":
+            problems.append(_unknown(full, [f"{section.section}.{k}" for k in section.model_fields]))
+        elif item["type"] == "missing":
+            problems.append(f"missing key {full}")
+        elif item["type"] == "value_error":  # our own validators say what is allowed
+            problems.append(f"{full} {str(item['ctx']['error'])}, got {_shown(full, values[key])}")
+        elif not any(p.startswith(f"{full} ") for p in problems):  # one line per key (a union reports each arm)
+            problems.append(f"{full} must be {_allowed(section, key)}, got {_shown(full, values[key])}")
+    return problems
+
+
+def validate(raw: Any, source: str = "params.yaml") -> Params:
+    """Check a parsed params mapping; raise StageError listing every problem at once."""
+    if not isinstance(raw, dict):
+        raise StageError(f"{source}: expected a mapping with sections {', '.join(SECTIONS)}")
+    problems = [_unknown(str(key), list(SECTIONS)) for key in raw if key not in SECTIONS]
+    sections = {}
+    for name, section in SECTIONS.items():
+        values = raw.get(name)
+        if not isinstance(values, dict):
+            problems.append(f"missing section {name}: (keys {', '.join(section.model_fields)})")
+            continue
+        try:
+            sections[name] = section(**{str(k): v for k, v in values.items()})
+        except ValidationError as error:
+            problems += _problems(section, values, error)
+    if problems:
+        raise StageError(f"{source}: " + "; ".join(problems))
+    return Params(**sections)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{path} not found: run stages from the repository root") from None
+    except UnicodeDecodeError as error:
+        raise StageError(
+            f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "save it as UTF-8"
+        ) from None
+    except yaml.YAMLError as error:
+        raise StageError(f"{path} is not valid YAML: {error}") from None
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the params file (stages run from the repository root, as DVC runs them)."""
+    global _loaded
+    path = Path(path)
+    raw = _read_yaml(path)
+    loaded = validate(raw, str(path))
+    _loaded = (path, raw)
+    return loaded
+
+
+def _value(raw: Any, key: str) -> Any:
+    section, name = key.split(".")
+    values = raw.get(section) if isinstance(raw, dict) else None
+    return values.get(name, "<missing>") if isinstance(values, dict) else "<missing>"
+
+
+def check_unchanged() -> None:
+    """Fail if params.yaml now holds other values for the keys this stage read than when it loaded them.
+
+    DVC reads params.yaml into dvc.lock only after the stage's command exits, so an edit made while the stage
+    ran would otherwise be recorded beside outputs made with the old values, and `dvc status` would say clean.
+    Keys the stage did not read may change freely (the next stage reads them when it starts).
+    """
+    if _loaded is None:
+        return
+    path, before = _loaded
+    try:
+        now = _read_yaml(path)
+    except StageError as error:
+        raise StageError(f"{path} changed while the stage ran and can no longer be read ({error})") from None
+    changed = sorted(key for key in _read if _value(before, key) != _value(now, key))
+    if changed:
+        details = ", ".join(
+            f"{key} {_shown(key, _value(before, key))} -> {_shown(key, _value(now, key))}" for key in changed
+        )
+        raise StageError(
+            f"{path} changed while the stage ran ({details}); its outputs were made with the old values, so "
+            "they are not recorded as up to date: run `dvc repro` again"
+        )
+
+
+def markdown_table(defaults: dict) -> str:
+    """docs/params.md's table: every key's default (from a parsed params.yaml) and meaning (from its declaration)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for name, section in SECTIONS.items():
+        for key, field in section.model_fields.items():
+            choices = getattr(field.annotation, "__args__", ())
+            meaning = field.description or ""
+            if choices and all(isinstance(c, str) for c in choices) and "one of" not in meaning:
+                meaning += f": {', '.join(f'`{c}`' for c in choices)}"
+            default = yaml.safe_dump(defaults[name][key], default_flow_style=True).strip().removesuffix("\n...")
+            lines.append(f"| `{name}.{key}` | `{default}` | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m transfer.core.params > docs/params.md's table
+    print(markdown_table(_read_yaml(Path("params.yaml"))), end="")

@@ -1,0 +1,170 @@
+"""Will the features stage fit in memory? Its peak, estimated from the params, against what the machine offers.
+
+The model dominates: a batch's activations grow with batch_size x image_size^2, so image_size 4096 needs 256
+times the memory of 256. The stage checks before it builds the model, decodes an image or writes a byte, and
+names the params to change with values that fit. Figures and the largest useful image size per backbone:
+docs/memory.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from transfer.core.errors import StageError
+
+GIB, MIB = 2**30, 2**20
+UNLIMITED = 2**60  # cgroup v1 writes "no limit" as 9223372036854771712
+
+
+@dataclass(frozen=True)
+class Footprint:
+    base: int  # the framework and the model's weights, resident before the first batch
+    per_pixel: float  # bytes alive at the peak of a batch, per input pixel of each image in it
+
+
+# Peak resident memory (VmHWM) measured with `python -m benchmarks.memory` (TensorFlow 2.21 on the CPU, random-init
+# weights; 2 cores, Linux): peak = base + per_pixel x batch x image_size^2. Measured base / per_pixel, fitted on
+# batches of 4 and 16 at 256 px (resnet50 also at 128 and 384 px: 207 B/px at every size):
+#   resnet50 1.15 GB / 207 B, resnet101 1.30 GB / 189 B, resnet50v2 1.15 GB / 208 B,
+#   efficientnetv2b0 1.06 GB / 109 B, mobilenetv3large 1.03 GB / 180 B, convnexttiny 1.30 GB / 1528 B.
+# The figures below round those up by about 10 %.
+FOOTPRINTS = {
+    "resnet50": Footprint(1_250 * MIB, 230),
+    "resnet101": Footprint(1_400 * MIB, 210),
+    "resnet50v2": Footprint(1_250 * MIB, 230),
+    "efficientnetv2b0": Footprint(1_150 * MIB, 120),
+    "mobilenetv3large": Footprint(1_150 * MIB, 200),
+    "convnexttiny": Footprint(1_400 * MIB, 1_700),
+}
+# JAX (XLA on the CPU) measured for resnet50: base 0.77 GB, 420 B/px, about twice TensorFlow's activations.
+# PyTorch is not measured here: TensorFlow's figures stand in for it.
+JAX_PER_PIXEL = 2.2
+# Each decoding worker: Python, NumPy and Pillow (27 MB measured) and one decoded photo (12 megapixels: 36 MB).
+WORKER = 64 * MIB
+
+
+def _workers() -> int:
+    import os
+
+    return min(32, os.cpu_count() or 1)
+
+
+def estimate(backbone: str, backend: str, image_size: int, batch: int, workers: int, on_gpu: bool = False) -> dict:
+    """The stage's peak memory on this machine, in bytes, by part (a batch of `batch` images)."""
+    from transfer.features.decode_pool import slot_count
+
+    footprint = FOOTPRINTS[backbone]
+    per_pixel = footprint.per_pixel * (JAX_PER_PIXEL if backend == "jax" else 1)
+    pixels = batch * image_size * image_size
+    return {
+        # On a GPU the activations live in its own memory; the host holds the framework and the batch's pixels.
+        "model": footprint.base + (4 * 3 * pixels if on_gpu else per_pixel * pixels),
+        "decoded images in shared memory": slot_count(workers, image_size, batch) * pixels * 3,
+        "decoding workers": workers * WORKER,
+    }
+
+
+def _meminfo(path: Path) -> int | None:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _read_int(path: Path, key: str | None = None) -> int | None:
+    """An integer file (None for "max"), or the `key value` line of a stat file."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    if key is not None:
+        values = dict(line.split()[:2] for line in text.splitlines() if len(line.split()) >= 2)
+        return int(values[key]) if key in values else None
+    text = text.strip()
+    return None if text == "max" else int(text)
+
+
+def _cgroup_room(proc: Path, root: Path) -> tuple[int, str] | None:
+    """Room left under the tightest memory limit of this process's cgroup and its ancestors (v2 or v1)."""
+    try:
+        lines = (proc / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    rooms = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: "0::/path"
+            base, files = root, ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):  # v1: "4:memory:/path"
+            base, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        # A container may see its own cgroup at the mount's root, not under the host's path: walk up to it.
+        folder = base / path.strip("/")
+        for candidate in [folder, *folder.parents]:
+            if not candidate.is_relative_to(base):
+                break
+            limit = _read_int(candidate / files[0])
+            if limit is None or limit >= UNLIMITED:
+                continue
+            used = (_read_int(candidate / files[1]) or 0) - (_read_int(candidate / "memory.stat", files[2]) or 0)
+            rooms.append((max(0, limit - used), f"the memory limit of cgroup {candidate} ({limit / GIB:.1f} GiB)"))
+    return min(rooms) if rooms else None
+
+
+def available_memory(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[int, str] | None:
+    """(bytes this process can still use, where that figure comes from), or None where Linux does not say."""
+    offers = []
+    free = _meminfo(proc / "meminfo")
+    if free is not None:
+        offers.append((free, "MemAvailable in /proc/meminfo"))
+    room = _cgroup_room(proc, cgroup_root)
+    if room is not None:
+        offers.append(room)
+    return min(offers) if offers else None
+
+
+def current_usage() -> int:
+    """Resident memory of this process now, in bytes (0 where Linux does not say)."""
+    return (_read_int(Path("/proc/self/status"), "VmRSS:") or 0) * 1024
+
+
+def check_fits(config, largest_part: int, on_gpu: bool = False, workers: int | None = None, offer=None) -> None:
+    """Raise a StageError naming features.image_size / features.batch_size and values that fit, when the stage's
+    estimated peak, less what this process holds already, exceeds the memory on offer (FeaturesParams config;
+    no batch holds more images than the largest part of the split)."""
+    workers = workers or _workers()
+    offer = offer or available_memory()
+    if offer is None:
+        return
+    available, source = offer
+    held = current_usage()
+
+    def need(size: int, batch_size: int) -> int:
+        parts = estimate(config.backbone, config.backend, size, min(batch_size, largest_part), workers, on_gpu)
+        return sum(parts.values()) - held
+
+    if need(config.image_size, config.batch_size) <= available:
+        return
+    batch = min(config.batch_size, largest_part)
+    parts = estimate(config.backbone, config.backend, config.image_size, batch, workers, on_gpu)
+    detail = ", ".join(f"{name} {value / GIB:.1f}" for name, value in parts.items())
+    fixes = []
+    rows = next((b for b in range(batch - 1, 0, -1) if need(config.image_size, b) <= available), None)
+    if rows is not None:
+        fixes.append(f"features.batch_size to {rows}")
+    sizes = range(config.image_size - config.image_size % 32, 31, -32)
+    size = next((s for s in sizes if s < config.image_size and need(s, config.batch_size) <= available), None)
+    if size is not None:
+        fixes.append(f"features.image_size to {size}")
+    advice = " or ".join(fixes) if fixes else "a smaller features.image_size and features.batch_size"
+    raise StageError(
+        f"features.image_size {config.image_size} with features.batch_size {config.batch_size} would need about "
+        f"{need(config.image_size, config.batch_size) / GIB:.1f} GiB more memory ({config.backbone} on "
+        f"{config.backend}, batches of {batch}; GiB: {detail}), but {available / GIB:.1f} GiB is available "
+        f"({source}); set {advice} (largest useful sizes per backbone: docs/memory.md)"
+    )

@@ -1,0 +1,263 @@
+"""One HTTP transfer attempt: the bytes as the server stores them, resumed only when the file is the same one.
+
+The body is read raw (never un-gzipped, even when a .tar.gz comes with `Content-Encoding: gzip`), so the md5 and
+the resume offset count the stored bytes. A resume sends `If-Range` with the ETag (else the Last-Modified date) of
+the first answer, kept beside the partial file; a 206 is also checked against that answer's length and
+validators, and anything else starts over. Credentials come from ~/.netrc (requests reads it) or from the
+DATA_TOKEN / DATA_HEADER environment variables, and are never sent on to another host by a redirect.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import sys
+import time
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+import urllib3
+
+from transfer.core.errors import StageError
+from transfer.core.files import disk_space, remove
+from transfer.core.progress import progress
+from transfer.core.redact import redact, redact_text
+from transfer.unpack import formats
+
+# Read the network in pieces of at most this size, as they arrive, so a cut or a stall loses nothing received.
+NET_CHUNK = 1 << 16
+# Client errors that retrying cannot fix.
+PERMANENT_HTTP_ERRORS = {400, 401, 403, 404, 405, 410, 451}
+TOKEN_VARIABLE, HEADER_VARIABLE = "DATA_TOKEN", "DATA_HEADER"
+CREDENTIALS_HINT = (
+    "if the file needs credentials, put them in ~/.netrc (or the file $NETRC names), or set the environment "
+    f"variable {TOKEN_VARIABLE} (a bearer token) or {HEADER_VARIABLE} ('Name: value'); never in params.yaml, "
+    "which dvc.lock copies (docs/downloads.md)"
+)
+OFFLINE_HINT = (
+    "to work offline, put the archive on this machine and set data.url in params.yaml to its local "
+    "path or a file:// URL"
+)
+NETWORK_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+class TransientError(Exception):
+    """A failure worth retrying: dropped connection, stall, 5xx, short body. `retry_after`: the server's wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None, at_once: bool = False):
+        super().__init__(message)
+        self.retry_after, self.at_once = retry_after, at_once
+
+
+def environment_headers() -> dict[str, str]:
+    """Credentials from the environment: DATA_TOKEN as `Authorization: Bearer`, DATA_HEADER as `Name: value`."""
+    headers = {}
+    if token := os.environ.get(TOKEN_VARIABLE, "").strip():
+        headers["Authorization"] = f"Bearer {token}"
+    if raw := os.environ.get(HEADER_VARIABLE, "").strip():
+        name, colon, value = raw.partition(":")
+        if not colon or not name.strip() or " " in name.strip():
+            raise StageError(f"{HEADER_VARIABLE} must be 'Name: value' (e.g. 'PRIVATE-TOKEN: abc'); it has no 'Name:'")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+class _Headers(requests.auth.AuthBase):
+    def __init__(self, headers: dict[str, str]):
+        self.headers = headers
+
+    def __call__(self, request):
+        request.headers.update(self.headers)
+        return request
+
+
+def session(url: str) -> requests.Session:
+    """A session sending the environment's credentials to data.url's host only (requests drops Authorization on a
+    redirect to another host, but not other headers); with none, requests uses ~/.netrc for the host."""
+    extra, origin = environment_headers(), urlparse(url).hostname
+
+    class OriginOnly(requests.Session):
+        def rebuild_auth(self, prepared, response):
+            super().rebuild_auth(prepared, response)
+            if urlparse(prepared.url).hostname != origin:
+                for name in extra:
+                    prepared.headers.pop(name, None)
+
+    result = OriginOnly()
+    result.headers.update({"User-Agent": "dvc-transfer-learning/1.0", "Accept-Encoding": "identity"})
+    if extra:
+        result.auth = _Headers(extra)  # takes precedence over ~/.netrc
+    return result
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def state_path(partial: Path) -> Path:
+    """Where the first answer's validators wait beside the partial file."""
+    return partial.with_name(partial.name + ".json")
+
+
+def _read_state(partial: Path) -> dict:
+    try:
+        return json.loads(state_path(partial).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _validator(state: dict) -> str | None:
+    """What If-Range may carry: a strong ETag, else the Last-Modified date (weak ETags are not allowed there)."""
+    etag = state.get("etag")
+    return etag if etag and not etag.startswith("W/") else state.get("last_modified")
+
+
+def _changed(response, state: dict, have: int) -> str | None:
+    """Why a 206 answer is not the rest of the file partly received, or None when it is."""
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+    if not match or int(match.group(1)) != have:
+        return f"it sent the range {response.headers.get('Content-Range')!r}, not bytes {have}-"
+    if state.get("length") and match.group(2) != "*" and int(match.group(2)) != state["length"]:
+        return f"its length is now {int(match.group(2)):,} bytes, was {state['length']:,}"
+    for header, key in (("ETag", "etag"), ("Last-Modified", "last_modified")):
+        if response.headers.get(header) and state.get(key) and response.headers[header] != state[key]:
+            return f"its {header} is now {response.headers[header]}, was {state[key]}"
+    return None
+
+
+def _start_over(partial: Path) -> None:
+    remove(partial)
+    remove(state_path(partial))
+
+
+def _resume_headers(partial: Path, shown: str) -> tuple[int, dict, dict]:
+    have = partial.stat().st_size if partial.exists() else 0
+    state = _read_state(partial) if have else {}
+    if not have:
+        return 0, {}, {}
+    validator = _validator(state)
+    if not validator and not state.get("length"):
+        print(
+            f"{shown}: cannot tell whether the partial file is of the same file (no ETag, date or length); "
+            "starting over",
+            file=sys.stderr,
+        )
+        _start_over(partial)
+        return 0, {}, {}
+    headers = {"Range": f"bytes={have}-"} | ({"If-Range": validator} if validator else {})
+    return have, headers, state
+
+
+def attempt(client: requests.Session, url: str, partial: Path, timeout: float) -> tuple[str | None, str]:
+    """One GET into `partial`, resuming it when it is the same file; return the server's Content-Disposition and
+    the URL it redirected to (they name the file). Raises TransientError to ask for a retry."""
+    shown = redact(url)
+    try:
+        return _attempt(client, url, shown, partial, timeout)
+    except requests.ConnectionError as error:
+        if _name_not_resolved(error):  # retrying for a minute would not bring the network back
+            raise StageError(
+                f"could not download {shown}: cannot resolve the host name {urlparse(url).hostname!r} (no network, "
+                f"or a mistyped host); {OFFLINE_HINT}"
+            ) from None
+        raise TransientError(reason(error)) from None
+    except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
+        raise TransientError(reason(error)) from None
+    except requests.RequestException as error:  # an invalid URL and the like: retrying cannot help
+        raise StageError(
+            f"could not download {shown}: {redact_text(str(error))}; check data.url in params.yaml"
+        ) from None
+
+
+def _name_not_resolved(error: BaseException) -> bool:
+    """Whether a requests error comes from a failed DNS look-up (no network, or a mistyped host)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror) or type(error).__name__ == "NameResolutionError":
+            return True
+        # requests wraps urllib3's MaxRetryError, whose `reason` is the error that ended the retries.
+        inner = [getattr(error, "reason", None), error.__cause__, error.__context__, *error.args]
+        error = next((e for e in inner if isinstance(e, BaseException)), None)
+    return False
+
+
+def _attempt(client: requests.Session, url: str, shown: str, partial: Path, timeout: float) -> tuple[str | None, str]:
+    have, headers, state = _resume_headers(partial, shown)
+    with client.get(url, headers=headers, stream=True, timeout=timeout) as response:
+        status = response.status_code
+        if status == 416:  # the partial file is longer than what the server has now
+            _start_over(partial)
+            raise TransientError("server refused to resume (HTTP 416); starting over", at_once=True)
+        if status in (401, 403):
+            raise StageError(f"{shown}: HTTP {status} {response.reason}; {CREDENTIALS_HINT}")
+        if status in PERMANENT_HTTP_ERRORS:
+            raise StageError(f"{shown}: HTTP {status} {response.reason}; check data.url in params.yaml")
+        if status >= 400:
+            raise TransientError(f"HTTP {status} {response.reason}", retry_after(response.headers.get("Retry-After")))
+        if have and status == 206 and (why := _changed(response, state, have)):
+            print(
+                f"{shown}: the file changed on the server since the transfer was cut ({why}); starting over",
+                file=sys.stderr,
+            )
+            _start_over(partial)
+            raise TransientError("the file changed on the server", at_once=True)
+        if have and status != 206:
+            changed = any(
+                response.headers.get(h) and state.get(k) and response.headers[h] != state[k]
+                for h, k in (("ETag", "etag"), ("Last-Modified", "last_modified"))
+            )
+            why = "the file changed on the server" if changed else "the server does not support resuming"
+            print(f"{shown}: {why}; starting over", file=sys.stderr)
+            have = 0
+        length = response.headers.get("Content-Length", "")
+        total = have + int(length) if length.isdigit() else None
+        if not have:
+            state = {"etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")}
+            state["length"] = total
+            state_path(partial).write_text(json.dumps(state))
+        served = response.headers.get("Content-Disposition"), response.url
+        desc = redact(url).rpartition("/")[2].partition("?")[0] or "download"
+        kept = f"the partial download {partial} is kept, and the next run resumes it (delete it to free its space)"
+        with (
+            disk_space(partial.parent, total, kept),
+            open(partial, "ab" if have else "wb") as out,
+            progress(desc=desc, unit="B", total=total, initial=have) as bar,
+        ):
+            try:
+                while chunk := response.raw.read1(NET_CHUNK, decode_content=False):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except NETWORK_ERRORS as error:
+                raise TransientError(reason(error)) from None
+    size = partial.stat().st_size
+    if total is not None and size < total:
+        raise TransientError(f"connection closed after {size:,} of {total:,} bytes")
+    if total is None and (problem := formats.check(partial)) and problem.incomplete:
+        raise TransientError(
+            f"the connection closed with no length announced and the archive's end is missing ({problem.what})"
+        )
+    return served
+
+
+def reason(error: Exception) -> str:
+    """The innermost message of a requests/urllib3 error, e.g. 'Connection refused' or 'Read timed out'."""
+    text = str(error)
+    for marker in ("Connection refused", "Read timed out", "timed out", "Connection reset", "Connection broken"):
+        if marker in text:
+            return marker
+    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -1,0 +1,1 @@
+"""Unpacking the archive safely and finding its class folders."""

@@ -1,0 +1,222 @@
+"""Unpacking zip and tar archives safely, with names as their makers meant them.
+
+Names are written as the file system and DVC can take them: Info-ZIP's unflagged UTF-8 names read as UTF-8,
+non-UTF-8 names become valid UTF-8, backslashes are separators, every name is NFC. Entries that would land outside
+the target are refused; a name the file system refuses is left out and reported. Hidden files, AppleDouble
+`._*` files, `.DS_Store` and `__MACOSX/` forks are left out and reported with their reason. A symlink or hard link
+to a file inside the archive is written as a copy of that file (never as a link, so nothing leads outside);
+a link to a folder or to nothing is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import stat
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path
+
+from transfer.core.errors import StageError
+from transfer.core.progress import progress
+from transfer.unpack import formats
+from transfer.unpack.entry_names import entry_parts, ignored, ignored_reason, safe_parts, tar_name, utf8_name, zip_name
+
+# Refuse archives that would unpack to more than this (a zip bomb, or the wrong file): Caltech-101 is 0.15 GB.
+MAX_UNPACKED_BYTES = 20 * 2**30
+# Linux file systems refuse a name component longer than this many bytes.
+MAX_NAME_BYTES = 255
+ZIP_ENCRYPTED_FLAG = 0x1
+
+
+# --- unpacking -----------------------------------------------------------------------------------
+
+
+class _Writer:
+    """Writes entries under `dest`; a name the file system refuses is left out and noted in `skipped`."""
+
+    def __init__(self, dest: Path, max_bytes: int, archive: Path):
+        self.dest, self.max_bytes, self.archive = dest, max_bytes, archive
+        self.written = 0
+        self.skipped: list[dict] = []
+        self.links: dict[tuple[str, ...], tuple[str, ...]] = {}  # link -> its target, both from the archive's top
+
+    def refuse(self, parts: tuple[str, ...], reason: str) -> None:
+        self.skipped.append({"path": "/".join(parts), "reason": reason})
+
+    def hidden(self, parts: tuple[str, ...]) -> None:
+        self.refuse(parts, ignored_reason(parts))
+
+    def link(self, parts: tuple[str, ...], target: tuple[str, ...]) -> None:
+        """A symlink or hard link inside the archive: written as a copy of its target once all files are out."""
+        self.links[parts] = target
+
+    def copy_links(self) -> None:
+        """Each link becomes a copy of the file it points to (following links to links); a link to a folder or to
+        nothing is listed with its reason. Copies, not links, so nothing under dest points anywhere."""
+        for parts, target in self.links.items():
+            seen = {parts}
+            while target in self.links and target not in seen:
+                seen.add(target)
+                target = self.links[target]
+            source = self.dest.joinpath(*target)
+            shown = "/".join(target) or "the top folder"
+            if target in seen or not source.is_file() or source.is_symlink():
+                self.refuse(parts, f"link to {shown}, which is not a file in the archive")
+            else:
+                with open(source, "rb") as copy:
+                    self.file(parts, copy)
+
+    def directory(self, parts: tuple[str, ...]) -> None:
+        if all(len(part.encode()) <= MAX_NAME_BYTES for part in parts):
+            # On failure the files inside it are refused one by one, with the reason.
+            with contextlib.suppress(OSError):
+                self.dest.joinpath(*parts).mkdir(parents=True, exist_ok=True)
+
+    def file(self, parts: tuple[str, ...], source) -> None:
+        if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
+            self.refuse(parts, f"name longer than {MAX_NAME_BYTES} bytes, which the file system refuses")
+            return
+        target = self.dest.joinpath(*parts)
+        if target.exists():
+            self.refuse(parts, "a second entry with the same name (after Unicode normalisation); the first is kept")
+            return
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch(exist_ok=False)  # any name the file system refuses fails here, before a byte is read
+        except OSError as error:
+            self.refuse(parts, f"the file system refused the name: {error.strerror or error}")
+            return
+        with source as src, open(target, "wb") as out:
+            while chunk := src.read(1 << 20):
+                self.written += len(chunk)
+                if self.written > self.max_bytes:  # the sizes in an archive's headers can lie
+                    raise StageError(f"{self.archive}: unpacks to more than the {self.max_bytes:,}-byte limit")
+                out.write(chunk)
+
+
+def _unpack_zip(archive: Path, writer: _Writer) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        entries = []
+        for info in zf.infolist():
+            name = zip_name(info)
+            parts = safe_parts(name, archive)
+            if parts and ignored(parts):
+                if not name.endswith(("/", "\\")):
+                    writer.hidden(parts)
+            elif parts:
+                entries.append((info, name, parts))
+        for info, name, _ in entries:
+            if info.flag_bits & ZIP_ENCRYPTED_FLAG:
+                raise StageError(
+                    f"{archive} is encrypted (password-protected; first encrypted entry {name!r}). Unpack it with its "
+                    "password, pack the class folders again without one and point data.url at that file"
+                )
+        declared = sum(info.file_size for info, _, _ in entries)
+        if declared > writer.max_bytes:
+            raise StageError(
+                f"{archive}: entries would unpack to {declared:,} bytes, over the {writer.max_bytes:,}-byte limit"
+            )
+        for info, name, parts in progress(entries, desc=f"unpack {archive.name}", unit="file"):
+            if name.endswith(("/", "\\")):
+                writer.directory(parts)
+            elif stat.S_ISLNK(info.external_attr >> 16):
+                link = utf8_name(zf.read(info))
+                if link.startswith("/"):
+                    safe_parts(link, archive)  # refuses it
+                writer.link(parts, _inside(parts[:-1], link, name, archive))
+            else:
+                try:
+                    source = zf.open(info)
+                except NotImplementedError as error:  # e.g. compression method 99 (AES) or LZMA variants
+                    raise StageError(
+                        f"{archive}: entry {name!r} cannot be read ({error}); pack it again with the "
+                        "standard deflate compression and no password"
+                    ) from None
+                writer.file(parts, source)
+
+
+def _unpack_tar(archive: Path, writer: _Writer) -> None:
+    # surrogateescape: names that are not UTF-8 arrive intact, and tar_name turns them into valid UTF-8.
+    with (
+        open(archive, "rb") as raw,
+        tarfile.open(fileobj=raw, mode="r:*", encoding="utf-8", errors="surrogateescape") as tar,
+    ):
+        bar = progress(desc=f"unpack {archive.name}", unit="B", total=archive.stat().st_size)
+        with bar:
+            for member in tar:
+                bar.update(raw.tell() - bar.n)
+                parts = safe_parts(tar_name(member.name), archive)
+                if not parts:
+                    continue
+                try:  # refuses links leading outside, devices, absolute names
+                    tarfile.data_filter(member, str(writer.dest))
+                except tarfile.FilterError as error:
+                    raise StageError(f"{archive}: refusing an unsafe entry: {tar_name(str(error))}") from None
+                if ignored(parts):
+                    if not member.isdir():
+                        writer.hidden(parts)
+                elif member.isdir():
+                    writer.directory(parts)
+                elif member.isfile():
+                    writer.file(parts, tar.extractfile(member))
+                elif member.issym():
+                    writer.link(parts, _inside(parts[:-1], tar_name(member.linkname), member.name, archive))
+                elif member.islnk():  # a hard link names its target from the archive's top
+                    writer.link(parts, _inside((), tar_name(member.linkname), member.name, archive))
+                else:
+                    writer.refuse(parts, "neither a file, a folder nor a link")
+            # tarfile ends the listing quietly at a header cut short; a whole tar ends with a zero block.
+            if tar.fileobj.tell() - tar.offset < tarfile.BLOCKSIZE:
+                raise StageError(f"{archive} is truncated or corrupt (no end-of-archive marker); download it again")
+
+
+def _inside(folder: tuple[str, ...], link: str, name: str, archive: Path) -> tuple[str, ...]:
+    """A link's target as parts from the archive's top; refused when it would lead outside the archive."""
+    parts = list(folder)
+    for part in entry_parts(link):
+        if part != "..":
+            parts.append(part)
+        elif parts:
+            parts.pop()
+        else:
+            raise StageError(f"{archive}: entry {name!r} would be written outside the extraction folder (a link to "
+                             f"{link!r}); refusing an unsafe archive")  # fmt: skip
+    return tuple(parts)
+
+
+def _starts_like_zip(archive: Path) -> bool:
+    """A zip's first local header: what a zip cut short (its directory is at the end) still has."""
+    with open(archive, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def unpack(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> list[dict]:
+    """Safely unpack a zip or (compressed) tar archive into `dest`; return the entries left out, with reasons."""
+    dest.mkdir(parents=True, exist_ok=True)
+    writer = _Writer(dest, max_bytes, archive)
+    again = "; download it again (`dvc repro -f download` if data.url is right)"
+    try:
+        if zipfile.is_zipfile(archive):
+            _unpack_zip(archive, writer)
+        elif tarfile.is_tarfile(archive):
+            _unpack_tar(archive, writer)
+        elif _starts_like_zip(archive):
+            raise StageError(f"{archive} is truncated or corrupt (a zip with no central directory){again}")
+        else:
+            problem = formats.check(archive)
+            if problem and problem.incomplete:
+                raise StageError(f"{archive} is truncated or corrupt ({problem.what}){again}")
+            what = f": it is {problem.what}" if problem else ""
+            raise StageError(
+                f"{archive} is not a zip or tar archive{what}; check data.url in params.yaml, then run "
+                "`dvc repro -f download`"
+            )
+        writer.copy_links()
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise StageError(f"{archive} is truncated or corrupt ({error}){again}") from None
+    except OSError as error:
+        if "CRC" in str(error) or "compressed" in str(error).lower():
+            raise StageError(f"{archive} is truncated or corrupt ({error}){again}") from None
+        raise
+    return writer.skipped
