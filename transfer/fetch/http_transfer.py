@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from email.utils import parsedate_to_datetime
+from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -76,6 +77,15 @@ class _Headers(requests.auth.AuthBase):
         return request
 
 
+def user_agent() -> str:
+    """This package's name and version, from its installed metadata (pyproject.toml's one version): read at run
+    time, so a version bump is no code change that would make dvc download the archive again."""
+    try:
+        return f"dvc-transfer-learning/{metadata.version('dvc-transfer-learning')}"
+    except metadata.PackageNotFoundError:  # a checkout run without `pip install -e .` (setup.sh does it)
+        return "dvc-transfer-learning"
+
+
 def session(url: str) -> requests.Session:
     """A session sending the environment's credentials to data.url's host only (requests drops Authorization on a
     redirect to another host, but not other headers); with none, requests uses ~/.netrc for the host."""
@@ -89,7 +99,7 @@ def session(url: str) -> requests.Session:
                     prepared.headers.pop(name, None)
 
     result = OriginOnly()
-    result.headers.update({"User-Agent": "dvc-transfer-learning/1.0", "Accept-Encoding": "identity"})
+    result.headers.update({"User-Agent": user_agent(), "Accept-Encoding": "identity"})
     if extra:
         result.auth = _Headers(extra)  # takes precedence over ~/.netrc
     return result
