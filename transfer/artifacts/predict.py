@@ -125,7 +125,7 @@ def classify(model, classes: list[str], image_size: int, paths: Iterable[Path], 
 
     batch = np.empty((BATCH_SIZE, image_size, image_size, 3), np.uint8)
     names: list[str] = []
-    found: set[Path] = set()  # folders that held at least one image file
+    found: set[Path | None] = set()  # folders that held at least one image file (None: files named alone)
 
     def predict_batch():
         probabilities = np.asarray(model.predict_on_batch(batch[: len(names)]))

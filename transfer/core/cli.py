@@ -29,7 +29,8 @@ def run(main: Callable[[], object]) -> None:
     except (OSError, RuntimeError) as error:
         if not is_disk_full(error):  # writers outside transfer/core/files.py's helpers: still one clear line
             raise
-        folder = Path(error.filename).parent if getattr(error, "filename", None) else Path.cwd()
+        filename = getattr(error, "filename", None)  # an OSError's
+        folder = Path(filename).parent if filename else Path.cwd()
         kept = "the file it was writing may be incomplete, and rerunning the stage replaces it"
         print(f"error: {disk_full_error(error, folder, kept=kept)}", file=sys.stderr)
         sys.exit(1)

@@ -54,7 +54,7 @@ def _native_stderr_silenced():
 def _hidden(modules: tuple[str, ...], keep: str):
     """Make `import m` raise ImportError for each module m not yet imported (and not the backend `keep`)."""
     hidden = [m for m in modules if m != keep and m not in sys.modules]
-    sys.modules.update(dict.fromkeys(hidden, None))
+    sys.modules.update(dict.fromkeys(hidden, None))  # type: ignore[arg-type]  # None: `import m` raises (documented)
     try:
         yield
     finally:

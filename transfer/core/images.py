@@ -30,9 +30,8 @@ def _open_upright(path: Path) -> Image.Image:
         if image.format not in SUPPORTED_FORMATS:
             raise ImageError(f"{image.format} is not a supported format ({', '.join(SUPPORTED_FORMATS)})")
         image.seek(0)  # first frame of an animation or a multi-picture file
-        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-            image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")  # decodes every pixel: a truncated file fails here
+        upright = ImageOps.exif_transpose(image) if image.getexif().get(ExifTags.Base.Orientation, 1) != 1 else image
+        return upright.convert("RGB")  # decodes every pixel: a truncated file fails here
 
 
 def load_image(path: str | Path, size: int | None = None) -> np.ndarray:

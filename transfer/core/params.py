@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,7 +29,10 @@ BACKBONES = {
     "mobilenetv3large": ("MobileNetV3Large", "none"),
     "convnexttiny": ("ConvNeXtTiny", "none"),
 }
-Backbone = Literal[tuple(BACKBONES)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # a Literal built at run time is opaque to a type checker
+    Backbone = str
+else:
+    Backbone = Literal[tuple(BACKBONES)]
 Backend = Literal["tensorflow", "jax", "torch"]  # Keras backends the features stage can run on
 BACKENDS = get_args(Backend)
 # NumPy (scikit-learn's split, Keras' seeding) takes seeds in [0, 2**32 - 1] only.
@@ -140,8 +143,7 @@ class Params(BaseModel):
 
 
 SECTIONS: dict[str, type[Section]] = {
-    name: field.annotation
-    for name, field in Params.model_fields.items()  # type: ignore[misc]
+    name: cast(type[Section], field.annotation) for name, field in Params.model_fields.items()
 }
 
 
@@ -210,7 +212,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
             problems += _problems(section, values, error)
     if problems:
         raise StageError(f"{source}: " + "; ".join(problems))
-    return Params(**sections)
+    return Params.model_validate(sections)  # the validated sections, kept as they are
 
 
 def _read_yaml(path: Path) -> Any:

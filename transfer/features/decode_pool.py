@@ -139,11 +139,12 @@ class ImageDecoder:
         self.processes, self.connections = [], []
         with contextlib.suppress(AttributeError):
             del self.slots
-        if getattr(self, "memory", None) is not None:
+        memory = getattr(self, "memory", None)
+        if memory is not None:
             with contextlib.suppress(FileNotFoundError):
-                self.memory.unlink()  # freed once the last view of it is gone
+                memory.unlink()  # freed once the last view of it is gone
             with contextlib.suppress(BufferError):  # a caller may still hold a batch
-                self.memory.close()
+                memory.close()
             self.memory = None
 
     def _submit(self, slot: int, chunk: list[str]) -> list[int]:

@@ -193,7 +193,7 @@ def attempt(client: requests.Session, url: str, partial: Path, timeout: float) -
         ) from None
 
 
-def _name_not_resolved(error: BaseException) -> bool:
+def _name_not_resolved(error: BaseException | None) -> bool:
     """Whether a requests error comes from a failed DNS look-up (no network, or a mistyped host)."""
     seen = set()
     while error is not None and id(error) not in seen:

@@ -38,7 +38,9 @@ def load_head(path: Path) -> tuple[int | None, list[tuple[str, dict, list[np.nda
         raise StageError(f"{path} is not a Keras model file saved by `dvc repro train` ({error})") from None
     if config.get("class_name") != "Sequential":
         raise StageError(f"{path}: a {config.get('class_name')} model, not a head saved by `dvc repro train`")
-    layers, seen, width = [], {}, None
+    layers: list[tuple[str, dict, list[np.ndarray]]] = []
+    seen: dict[str, int] = {}
+    width = None
     with h5py.File(weights, "r") as h5:
         for layer in config["config"]["layers"]:
             kind = layer["class_name"]

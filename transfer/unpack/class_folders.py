@@ -18,6 +18,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from transfer.core.errors import StageError
 from transfer.core.images import check_image
@@ -172,7 +173,12 @@ def _nfc(name: str) -> str:
 
 def collect_images(root: Path, images_dir: Path, exclude: tuple[str, ...], skipped: list[dict] | None = None) -> dict:
     """Move every decodable image under root/<class>/ into images_dir/<class>/; report the rest."""
-    report = {"excluded": [], "skipped_files": list(skipped or []), "empty_classes": [], "images_per_class": {}}
+    report: dict[str, Any] = {
+        "excluded": [],
+        "skipped_files": list(skipped or []),
+        "empty_classes": [],
+        "images_per_class": {},
+    }
     for stray in sorted(p for p in root.iterdir() if p.is_file() and not ignored((p.name,))):
         report["skipped_files"].append({"path": stray.name, "reason": "not inside a class folder"})
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not ignored((p.name,)))
