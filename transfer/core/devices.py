@@ -24,7 +24,7 @@ from transfer.core.params import BACKENDS
 # stay importable afterwards for the code that uses them (the logistic head's scikit-learn, evaluate's plot).
 NOT_FOR_KERAS = ("sklearn", "jax", "matplotlib", "pandas")
 
-GPU_INSTALL = {  # what a user runs to get the GPU build of each backend (README, "Backends and GPUs")
+GPU_INSTALL = {  # what a user runs to get the GPU build of each backend (docs/backends.md)
     "tensorflow": "pip install -r requirements-gpu.txt",
     "jax": 'pip install "jax[cuda13]"',
     "torch": "pip install torch (the default Linux wheel includes CUDA)",
@@ -92,7 +92,7 @@ def use(name: str = "tensorflow"):
         gc.freeze()
     except ImportError as error:
         raise StageError(
-            f"the {name} backend is not installed ({error}); install it (README: Backends and GPUs) "
+            f"the {name} backend is not installed ({error}); install it (docs/backends.md) "
             "or set features.backend: tensorflow"
         ) from None
     return keras

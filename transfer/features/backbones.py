@@ -1,6 +1,6 @@
 """The frozen backbones: one definition shared by features, export and predict, on any Keras backend.
 
-Import this module after `stages.devices.use()` has chosen the backend.
+Import this module after `transfer.core.devices.use()` has chosen the backend.
 """
 
 from __future__ import annotations

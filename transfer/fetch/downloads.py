@@ -2,7 +2,7 @@
 
 An interrupted HTTP transfer is kept under data/.partial/ (outside the stage's output, which DVC deletes before
 each run) and resumed only if the file on the server is the same (transfer/fetch/http_transfer.py). The file reaches
-data/raw/ only once its md5 matches data.md5 and it is a whole zip or tar archive (transfer/formats.py): an
+data/raw/ only once its md5 matches data.md5 and it is a whole zip or tar archive (transfer/unpack/formats.py): an
 HTML page, a 7-Zip or RAR archive, a single compressed file or an archive whose end is missing never sticks, even
 with data.md5: null, so the next run fetches again. The file is named after the URL's path, or after the
 server's Content-Disposition when that path names no file. No message shows a URL's password or query string.
