@@ -3,6 +3,7 @@ and the small configurations of the in-process tests. Fixtures live in conftest.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -44,6 +45,18 @@ def stage_command(module: str, *args: str | Path) -> tuple[list[str], dict[str, 
     """`python -m stages.<module> args` and its environment, importing this checkout's stages from any folder."""
     env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
     return [sys.executable, "-m", f"stages.{module}", *map(str, args)], env
+
+
+def holding_decoding(env: dict[str, str], split_dir: Path, mark: Path) -> dict[str, str]:
+    """`env` for a features run that decodes every image but the last one it reads (the last of the last part) and
+    then waits there until killed, having written the holding worker's pid to `mark`
+    (tests/hold_decoding/sitecustomize.py): a stage that cannot finish before the test acts."""
+    from transfer.core.manifests import read_manifests
+
+    last = list(read_manifests(split_dir).values())[-1]["path"].iloc[-1]
+    held = str(ROOT / "tests/hold_decoding")
+    path = os.pathsep.join(filter(None, [held, env.get("PYTHONPATH")]))
+    return {**env, "PYTHONPATH": path, "HOLD_DECODING": f"/{last}", "HOLD_DECODING_MARK": str(mark)}
 
 
 def run_stage(

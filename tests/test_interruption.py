@@ -11,7 +11,7 @@ import yaml
 
 from stages.split import list_images, split_images, write_manifests
 from testing.synthetic import make_image_folders
-from tests.helpers import run_stage, stage_command, wait_for
+from tests.helpers import holding_decoding, run_stage, stage_command, wait_for
 from tools.scratch_repo import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -44,13 +44,16 @@ def test_features_killed_halfway_then_rerun_equals_clean_run(tmp_path):
     project = make_project(tmp_path / "project")
     data = project / "data"
     command, env = stage_command("features", *FEATURES_ARGS)
+    held = tmp_path / "held"
+    env = holding_decoding(env, data / "split", held)  # it cannot finish before the kill, however fast the machine
 
     log = tmp_path / "killed_run.log"
     with open(log, "wb") as output:  # a file, not a pipe, so a full pipe can never block the stage
         process = subprocess.Popen(command, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        # Once the first features file is open in the scratch output, the stage is mid-write: kill it.
-        wait_for(lambda: any(data.rglob("features.npy")), "the stage writes features", 240, process, log)
+        # Once the last image is being decoded, features files are open in the scratch output: kill it mid-write.
+        wait_for(held.exists, "the stage decodes its last image", 240, process, log)
+        assert any(data.rglob("features.npy"))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import dvc, make_repo, stage_command, wait_for
+from tests.helpers import dvc, holding_decoding, make_repo, stage_command, wait_for
 from tests.test_interruption import FEATURES_ARGS, make_project, output_files
 from tools.scratch_repo import read_params, small_params, stages_restored, stages_run, subprocess_env, write_params
 from transfer.core import signals
@@ -41,8 +41,15 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
+def held(log: Path) -> Path:
+    """Where the worker held on the last image writes its pid (tests/hold_decoding/sitecustomize.py)."""
+    return log.with_suffix(".held")
+
+
 def start_stage(project: Path, log: Path, new_session: bool = False) -> subprocess.Popen:
     command, env = stage_command("features", *FEATURES_ARGS)
+    # Held on its last image: still decoding when the signal comes, however fast the machine.
+    env = holding_decoding(env, project / "data/split", held(log))
     with open(log, "wb") as output:  # a file, not a pipe, so that a full pipe can never block the stage
         return subprocess.Popen(
             command, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=new_session
@@ -50,11 +57,14 @@ def start_stage(project: Path, log: Path, new_session: bool = False) -> subproce
 
 
 def wait_until_decoding(process: subprocess.Popen, log: Path) -> tuple[list[psutil.Process], set[str]]:
-    """Once every worker has mapped the features stage's shared memory: (the processes under `process`, the
-    /dev/shm names the stage has mapped). `process` is the stage, or a `dvc repro` running it."""
+    """Once every worker has mapped the features stage's shared memory and one is held on the last image: (the
+    processes under `process`, the /dev/shm names the stage has mapped). `process` is the stage, or a `dvc repro`
+    running it."""
 
     def decoding():
         assert process.poll() is None, log.read_text()
+        if not held(log).exists():
+            return None
         try:
             processes = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
             commands = {child.pid: child.cmdline() for child in processes}
@@ -98,7 +108,7 @@ def kill_while_decoding(project: Path, log: Path, kill, new_session: bool = Fals
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_path, signum):
     """SIGKILL to the main process only is what the OOM killer does; SIGTERM is `kill PID`."""
-    project = make_project(tmp_path / "project", per_class=60)
+    project = make_project(tmp_path / "project")
     log = tmp_path / "stage.log"
     process = kill_while_decoding(project, log, lambda process, _: os.kill(process.pid, signum))
     if signum == signal.SIGTERM:  # cleaned up as after any failure: no scratch output, a clear status
@@ -115,7 +125,7 @@ def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_pat
 def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path, signum, status, line):
     """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the stage and every worker; a
     service manager or CI runner stopping a job sends SIGTERM to the whole group."""
-    project = make_project(tmp_path / "project", per_class=60)
+    project = make_project(tmp_path / "project")
     log = tmp_path / "stage.log"
     process = kill_while_decoding(project, log, lambda process, _: os.killpg(process.pid, signum), new_session=True)
     output = log.read_text()
@@ -127,12 +137,13 @@ def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path, signum, stat
 
 def test_a_killed_worker_is_named_in_one_line(tmp_path):
     """The OOM killer may pick a decoding worker instead of the main process."""
-    project = make_project(tmp_path / "project", per_class=60)
+    project = make_project(tmp_path / "project")
     log = tmp_path / "stage.log"
     killed = []
 
     def kill_a_worker(_, children):
-        killed.append(next(child for child in children if "spawn_main" in " ".join(child.cmdline())))
+        # The one decoding (held on the last image), whose answer the stage waits for.
+        killed.append(next(child for child in children if child.pid == int(held(log).read_text())))
         killed[0].kill()
 
     process = kill_while_decoding(project, log, kill_a_worker)
@@ -160,9 +171,10 @@ def test_a_killed_process_group_leaves_nothing_after_a_run_cache_restore_or_a_re
     write_params(repo, params)
     log = tmp_path / "repro.log"
     command = [sys.executable, "-m", "dvc", "repro", "features"]
+    env = holding_decoding(subprocess_env(), data / "split", held(log))  # still decoding when the group is killed
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            command, cwd=repo, env=subprocess_env(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=repo, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     children = []
     try:
