@@ -47,16 +47,20 @@ def stage_command(module: str, *args: str | Path) -> tuple[list[str], dict[str, 
     return [sys.executable, "-m", f"stages.{module}", *map(str, args)], env
 
 
+def holding(env: dict[str, str], mark: Path, **hold: str) -> dict[str, str]:
+    """`env` with tests/hold/sitecustomize.py active: HOLD_DECODING or HOLD_TRAINING, the pid written to `mark`."""
+    path = os.pathsep.join(filter(None, [str(ROOT / "tests/hold"), env.get("PYTHONPATH")]))
+    return {**env, "PYTHONPATH": path, "HOLD_MARK": str(mark), **hold}
+
+
 def holding_decoding(env: dict[str, str], split_dir: Path, mark: Path) -> dict[str, str]:
     """`env` for a features run that decodes every image but the last one it reads (the last of the last part) and
-    then waits there until killed, having written the holding worker's pid to `mark`
-    (tests/hold_decoding/sitecustomize.py): a stage that cannot finish before the test acts."""
+    then waits there until killed, having written the holding worker's pid to `mark`: a stage that cannot finish
+    before the test acts."""
     from transfer.core.manifests import read_manifests
 
     last = list(read_manifests(split_dir).values())[-1]["path"].iloc[-1]
-    held = str(ROOT / "tests/hold_decoding")
-    path = os.pathsep.join(filter(None, [held, env.get("PYTHONPATH")]))
-    return {**env, "PYTHONPATH": path, "HOLD_DECODING": f"/{last}", "HOLD_DECODING_MARK": str(mark)}
+    return holding(env, mark, HOLD_DECODING=f"/{last}")
 
 
 def run_stage(

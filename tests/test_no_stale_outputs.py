@@ -4,15 +4,13 @@ models/ although DVC rolled back the ignore entries of that first run (treeverse
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 
-import psutil
 import pytest
 
 from testing.synthetic import make_archive
-from tests.helpers import wait_for
+from tests.helpers import holding, wait_for
 from tools.scratch_repo import (
     dvc,
     git,
@@ -27,14 +25,7 @@ from tools.scratch_repo import (
 
 pytestmark = pytest.mark.e2e
 
-LONG_TRAINING = 150  # epochs: far more than the moment between its first epoch line and the pause below
-
-
-def train_process(dvc_process: subprocess.Popen) -> psutil.Process:
-    children = psutil.Process(dvc_process.pid).children(recursive=True)
-    found = [p for p in children if "stages.train" in " ".join(p.cmdline())]
-    assert found, "the train stage's process is gone: it finished before it could be paused"
-    return found[0]
+LONG_TRAINING = 5  # epochs: train is held after its first (tests/hold), so any number above 2 will do
 
 
 def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_path):
@@ -42,25 +33,23 @@ def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_p
     make_archive(archive, layout="legacy", n_classes=3, per_class=12, size=32)
     repo = make_repo(tmp_path / "repo", small_params(str(archive), md5_of(archive), **{"train.epochs": LONG_TRAINING}))
 
-    log = tmp_path / "repro.log"
+    log, held = tmp_path / "repro.log", tmp_path / "train.held"
     with open(log, "wb") as output:  # a file, not a pipe, so a full pipe can never block dvc
         process = subprocess.Popen(
             [sys.executable, "-m", "dvc", "repro"],
             cwd=repo,
-            env=subprocess_env(),
+            env=holding(subprocess_env(), held, HOLD_TRAINING="1"),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
     try:
-        # train has loaded its params and is training
-        wait_for(lambda: "Epoch 1/" in log.read_text(errors="replace"), "train's first epoch", 480, process, log)
-        # Paused while params.yaml is edited, so the edit lands during the run however fast the machine trains.
-        train = train_process(process)
-        train.send_signal(signal.SIGSTOP)
+        # train has loaded its params, finished its first epoch and waits (tests/hold): the edit lands while it
+        # runs, however fast the machine trains.
+        wait_for(held.exists, "train's first epoch", 480, process, log)
         params = read_params(repo)
         params["train"]["epochs"] = 2
         write_params(repo, params)
-        train.send_signal(signal.SIGCONT)
+        held.with_suffix(".release").touch()
         process.wait(timeout=300)
     finally:
         if process.poll() is None:

@@ -42,7 +42,7 @@ def gone(process: psutil.Process) -> bool:
 
 
 def held(log: Path) -> Path:
-    """Where the worker held on the last image writes its pid (tests/hold_decoding/sitecustomize.py)."""
+    """Where the worker held on the last image writes its pid (tests/hold/sitecustomize.py)."""
     return log.with_suffix(".held")
 
 
