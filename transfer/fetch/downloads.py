@@ -26,11 +26,13 @@ from transfer.core.errors import StageError
 from transfer.core.files import disk_space, remove
 from transfer.core.progress import progress
 from transfer.core.redact import redact
-from transfer.fetch import http_transfer
-from transfer.fetch.http_transfer import TransientError
+from transfer.fetch import credentials, http_transfer
+from transfer.fetch.http_transfer import PastDeadline, TransientError
 from transfer.unpack import formats
 
 CHUNK = 1 << 20
+# A server may name the file longer than the 255 bytes Linux takes; room is left for the temporary's `.NAME.tmp`.
+MAX_NAME_BYTES = 200
 DEFAULTS = dict(timeout=60.0, retries=5, backoff=2.0, max_wait=300.0, time_limit=1800.0)
 # The schedule of waits goes through here, so tests can check it without waiting.
 sleep = time.sleep
@@ -45,9 +47,17 @@ def archive_name(url: str) -> str | None:
 
 
 def _clean_name(name: str | None) -> str | None:
-    """A bare file name (no folders, nothing hidden), or None."""
+    """A bare file name (no folders, nothing hidden, at most MAX_NAME_BYTES: a longer one is shortened, keeping
+    its suffixes), or None."""
     name = PurePosixPath((name or "").replace("\\", "/")).name.strip()
-    return name if name and not name.startswith(".") else None
+    if not name or name.startswith("."):
+        return None
+    if len(name.encode()) > MAX_NAME_BYTES:
+        suffix = "".join(PurePosixPath(name).suffixes[-2:])
+        suffix = suffix if len(suffix.encode()) <= 16 else ""
+        room = MAX_NAME_BYTES - len(suffix.encode())
+        name = name.encode()[:room].decode("utf-8", "ignore").removesuffix(suffix) + suffix
+    return name
 
 
 def disposition_name(header: str | None) -> str | None:
@@ -104,12 +114,19 @@ def _download_http(url: str, partial: Path, options: dict) -> str | None:
     shown, started = redact(url), time.monotonic()
     attempts = failures = 0
     waited = 0.0
-    with http_transfer.session(url) as client:
+    with credentials.session(url) as client:
         while True:
             before = _size(partial)
             try:
-                disposition, final_url = http_transfer.attempt(client, url, partial, options["timeout"])
+                deadline = started + options["time_limit"]
+                disposition, final_url = http_transfer.attempt(client, url, partial, options["timeout"], deadline)
                 return disposition_name(disposition) or archive_name(final_url)
+            except PastDeadline as error:
+                raise StageError(
+                    f"could not download {shown}: the time limit of {_seconds(options['time_limit'])} s "
+                    f"(--time-limit) passed while the file was still arriving ({error}); the partial file {partial} "
+                    "is kept and the next run resumes it"
+                ) from None
             except TransientError as error:
                 attempts += 1
                 failures = 1 if _size(partial) > before else failures + 1
