@@ -317,7 +317,7 @@ def test_a_repeated_key_or_section_is_refused_naming_both_lines(tmp_path):
         ("train.hidden_units", 10000000000, "<= 1000000"),  # out of memory in TensorFlow
         ("train.epochs", 10**9, "<= 100000"),
         ("features.batch_size", 10**6, "<= 4096"),
-        ("features.image_size", 10**5, "<= 4096"),
+        ("features.image_size", 10**6, "<= 65536"),
     ],
 )
 def test_every_size_has_an_upper_bound(key, value, bound):

@@ -120,7 +120,9 @@ class FeaturesParams(Section):
     backbone: Backbone = Field(description="the frozen ImageNet backbone")
     backend: Backend = Field(description="Keras backend of the features stage (uses its GPU when it has one)")
     weights: str | None = Field(description="imagenet, null (random init, for tests) or the path of a weights file")
-    image_size: int = Field(ge=32, le=4096, description="square input side in pixels (the tutorial's 256), 32 to 4096")
+    image_size: int = Field(
+        ge=32, le=65536, description="square input side in pixels (the tutorial's 256), 32 to 65536"
+    )
     batch_size: int = Field(ge=1, le=4096, description="images per batch through the backbone, at most 4096")
 
     @field_validator("weights")

@@ -1,5 +1,5 @@
 """Will the dense head's training fit in memory? Checked before Keras builds it, as the features stage checks its
-own peak (transfer/features/memory.py, whose reading of the memory on offer this shares).
+own peak (transfer/features/memory.py); both read the memory on offer in transfer/core/machine_memory.py.
 
 The weights dominate: n_features x hidden_units of them, each held as the weight, its gradient and Adam's two
 moments, with a copy saved at the end; a batch's activations add batch x (n_features + hidden_units) values.
@@ -8,7 +8,7 @@ moments, with a copy saved at the end; a batch's activations add batch x (n_feat
 from __future__ import annotations
 
 from transfer.core.errors import StageError
-from transfer.features.memory import GIB, MIB, available_memory, current_usage
+from transfer.core.machine_memory import GIB, MIB, available_memory, current_usage
 
 # float32 copies of each weight alive while training: the weight, its gradient, Adam's two moments, the saved copy.
 COPIES = 5
@@ -53,6 +53,6 @@ def check_fits(config, n_features: int, n_classes: int, n_train: int, offer=None
     raise StageError(
         f"train.hidden_units {config.hidden_units} with train.batch_size {config.batch_size} would need about "
         f"{need / GIB:.1f} GiB more memory for the dense head ({n_features:,} features x "
-        f"{config.hidden_units:,} units: weights, gradients and Adam's moments), but {available / GIB:.1f} GiB is available ({source}; "
-        f"{current_usage() / GIB:.1f} GiB already held by this process); set {advice}"
+        f"{config.hidden_units:,} units: weights, gradients and Adam's moments), but {available / GIB:.1f} GiB is "
+        f"available ({source}; {current_usage() / GIB:.1f} GiB already held by this process); set {advice}"
     )
