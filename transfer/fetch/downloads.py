@@ -9,8 +9,9 @@ server's Content-Disposition when that path names no file. No message shows a UR
 
 Retries: a failure that can pass (dropped connection, stall, 5xx, 429) is retried after `backoff` seconds,
 doubling, or after the server's Retry-After (capped at `max_wait`); a retry that follows progress resumes at once
-after `backoff`, and `retries` counts failures in a row without progress. No retry starts that would begin past
-`time_limit` seconds from the start; the final error says how long it tried.
+after `backoff`, and `retries` counts failures in a row without progress. `time_limit` is a deadline over the whole
+transfer: checked as bytes arrive (a server sending a byte a second never trips the read timeout), and no retry
+starts that would begin past it; the final error says how long it tried.
 """
 
 from __future__ import annotations
