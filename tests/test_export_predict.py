@@ -326,3 +326,25 @@ def test_json_is_valid_utf8_whatever_the_file_names(tmp_path, monkeypatch, capsy
     document = json.loads(capsysbinary.readouterr().out.decode("utf-8"))  # strict: raw bytes would fail here
     assert list(document["results"]) == [str(folder / "caf\\xe9.png")]  # each undecodable byte as \xNN
     assert list(document["errors"]) == [str(folder / "bad\\xff.jpg")]
+
+
+def test_an_unreadable_folder_is_reported_once_and_the_rest_classified(tmp_path, monkeypatch):
+    import os
+
+    folder = tmp_path / "photos"
+    images = tiny_images(folder, 4)
+    (folder / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path):  # as without read permission (the tests run as root, which may read anything)
+        if Path(path).name in ("locked", "top"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    results, errors = predict(CountingModel(2, lambda: 0), ["a", "b"], 32, [folder], top=1)
+    assert sorted(results) == sorted(map(str, images))
+    assert errors == {str(folder / "locked"): "cannot read this folder (Permission denied)"}
+    (tmp_path / "top").mkdir()
+    results, errors = predict(CountingModel(2, lambda: 0), ["a", "b"], 32, [tmp_path / "top"], top=1)
+    assert results == {} and errors == {str(tmp_path / "top"): "cannot read this folder (Permission denied)"}

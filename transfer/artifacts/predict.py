@@ -119,9 +119,12 @@ def _inputs(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None, str | No
     (path, None, why) for a folder or an entry in one that cannot be read."""
     for path in map(Path, paths):
         if path.is_dir():
+            unreadable = False
             for file, problem in _files_below(path):
+                unreadable = unreadable or (problem is not None and file == path)
                 yield file, (None if problem else path), problem
-            yield path, path, None
+            if not unreadable:  # said once: not also "no image files"
+                yield path, path, None
         else:
             yield path, None, None
 
