@@ -32,7 +32,7 @@ def write_source(url: str, path: Path) -> None:
     else:
         archive = archive.resolve()
         if not archive.is_file():
-            raise StageError(f"data.url {url!r}: {archive} is not a file; set data.url to an existing archive")
+            raise StageError(f"data.url {redact(url)!r}: {archive} is not a file; set data.url to an existing archive")
         tmp.symlink_to(archive)
     os.replace(tmp, path)
 
