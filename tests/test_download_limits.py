@@ -151,3 +151,30 @@ def test_sigterm_keeps_what_arrived_and_the_next_run_resumes(server, tmp_path):
     assert result.returncode == 0, result.stderr
     assert ranges(server, "/term/archive.zip") == [None, f"bytes={kept}-"]
     assert md5_of(tmp_path / "data" / "raw" / "archive.zip") == hashlib.md5(body).hexdigest()
+
+
+def test_a_local_archive_larger_than_the_free_space_is_refused_before_copying(paths, tmp_path, monkeypatch):
+    source = tmp_path / "archive.zip"
+    source.write_bytes(BODY)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=len(BODY) // 2))
+    with pytest.raises(StageError) as caught:
+        fetch(str(source), paths)
+    assert "no space left" in str(caught.value) and f"{len(BODY):,} bytes are needed" in str(caught.value)
+    assert partial_files(paths) == []
+
+
+def test_a_401_over_plain_http_says_no_credential_is_sent_there(paths, monkeypatch, tmp_path):
+    """A netrc password is not sent over plain http (to another machine): the 401 says why."""
+    from transfer.fetch import credentials
+
+    plant_credentials(monkeypatch, tmp_path)
+    monkeypatch.delenv("DATA_TOKEN")
+    monkeypatch.delenv("DATA_HEADER")
+    monkeypatch.setattr(credentials, "LOOPBACK", set())  # the test server is this machine: treat it as remote
+    with FileServer() as remote:
+        url = remote.add("/plain/archive.zip", BODY, require={"Authorization": "Basic x"})
+        with pytest.raises(StageError) as caught:
+            fetch(url, paths)
+        assert "HTTP 401" in str(caught.value) and "none is sent over plain http" in str(caught.value)
+        assert "Authorization" not in remote.routes["/plain/archive.zip"].requests[0]["headers"]

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from transfer.core.errors import StageError
-from transfer.core.files import disk_space, remove
+from transfer.core.files import check_room, disk_space, remove
 from transfer.core.progress import progress
 from transfer.core.redact import redact
 from transfer.fetch import credentials, http_transfer
@@ -96,6 +96,7 @@ def _copy_local(source: Path, partial: Path) -> None:
     if not source.is_file():
         raise StageError(f"data.url points to {source}, which is not a file; fix data.url in params.yaml")
     size = source.stat().st_size
+    check_room(partial.parent, size, "nothing was written")
     bar = progress(desc=source.name, unit="B", total=size)
     with disk_space(partial.parent, size), open(source, "rb") as src, open(partial, "wb") as dst, bar:
         while chunk := src.read(CHUNK):

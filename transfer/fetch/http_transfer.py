@@ -25,7 +25,7 @@ from transfer.core.errors import StageError
 from transfer.core.files import check_room, disk_space, remove
 from transfer.core.progress import progress
 from transfer.core.redact import redact, redact_text
-from transfer.fetch.credentials import CREDENTIALS_HINT
+from transfer.fetch.credentials import CREDENTIALS_HINT, encrypted
 from transfer.unpack import formats
 
 # Read the network in pieces of at most this size, as they arrive, so a cut or a stall loses nothing received.
@@ -167,7 +167,8 @@ def _attempt(
             _start_over(partial)
             raise TransientError("server refused to resume (HTTP 416); starting over", at_once=True)
         if status in (401, 403):
-            raise StageError(f"{shown}: HTTP {status} {response.reason}; {CREDENTIALS_HINT}")
+            plain = "" if encrypted(url) else "; none is sent over plain http: use the file's https:// URL"
+            raise StageError(f"{shown}: HTTP {status} {response.reason}; {CREDENTIALS_HINT}{plain}")
         if status in PERMANENT_HTTP_ERRORS:
             raise StageError(f"{shown}: HTTP {status} {response.reason}; check data.url in params.yaml")
         if status >= 400:
