@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from transfer.core import cli, params
+from transfer.core import cli, params, signals
 from transfer.core.files import atomic_output, remove
 from transfer.core.redact import redact
 from transfer.fetch.downloads import archive_name, receive
@@ -32,7 +32,8 @@ def main(raw_dir: Path, partial_dir: Path, **options) -> None:
     data = params.load().data
     remove(Path(raw_dir))  # one archive in data/raw: the one data.url names
     Path(raw_dir).mkdir(parents=True)
-    dest = download(data.url, raw_dir, data.md5, partial_dir, **options)
+    with signals.termination_cleans_up():  # SIGTERM, like Ctrl-C, keeps what arrived for the next run to resume
+        dest = download(data.url, raw_dir, data.md5, partial_dir, **options)
     print(f"downloaded {redact(data.url)} -> {dest}")
 
 
@@ -49,6 +50,6 @@ if __name__ == "__main__":
             "--max-retry-wait": dict(
                 dest="max_wait", type=float, default=300.0, help="cap on a server's Retry-After (s)"
             ),
-            "--time-limit": dict(type=float, default=1800.0, help="no retry starts after this many seconds"),
+            "--time-limit": dict(type=float, default=1800.0, help="the whole transfer ends within this many seconds"),
         },
     )

@@ -15,6 +15,7 @@ from transfer.artifacts.keras_files import save_model
 from transfer.core import cli, devices, params
 from transfer.core.files import atomic_output
 from transfer.features.cache import load_classes, load_part
+from transfer.head import memory
 from transfer.head.training import fit_dense, fit_logistic
 
 
@@ -24,6 +25,7 @@ def train(features_dir: Path, model_path: Path, live_dir: Path, config: params.T
 
     classes = load_classes(features_dir)
     train_part, val_part = load_part(features_dir, "train"), load_part(features_dir, "val")
+    memory.check_fits(config, train_part[0].shape[1], len(classes), len(train_part[1]))  # before Keras builds it
     devices.seed_everything(config.seed)
     fit = fit_dense if config.head == "dense" else fit_logistic
     # The DVCLive files are tracked in git: log into a temporary sibling and move it into place only once training

@@ -592,12 +592,13 @@ def test_redact():
 
 
 @pytest.mark.e2e
-def test_cli_downloaded_line_hides_secrets(server, tmp_path):
+def test_cli_refuses_secrets_in_data_url_without_showing_them(server, tmp_path):
+    # dvc.lock records params.yaml, so credentials there would reach git: the stage refuses them, before any work.
     server.add("/private/cli.zip", BODY)
     url = secret_url(server, "/private/cli.zip")
     result = run_stage("download", "data/raw", "--retries", "0", cwd=tmp_path, params=stage_params(url, None))
-    assert result.returncode == 0, result.stderr
-    assert "downloaded http://***@127.0.0.1" in result.stdout
+    assert result.returncode == 1 and "data.url carries user info" in result.stderr and "~/.netrc" in result.stderr
+    assert "http://***@127.0.0.1" in result.stderr and not server.routes["/private/cli.zip"].requests
     assert_no_secret(result.stdout + result.stderr)
 
 

@@ -296,3 +296,55 @@ def test_predict_json_is_one_document_in_every_case(exported, feature_cache, tmp
     with pytest.raises(StageError) as caught:  # no model at all
         main([image], tmp_path / "missing.keras", top=1, as_json=True)
     assert json.loads(capsys.readouterr().out) == {"results": {}, "errors": {}, "error": str(caught.value)}
+
+
+def test_a_link_cycle_in_a_folder_is_reported_and_the_rest_classified(tmp_path):
+    """One link cycle abandoned the whole folder, and the images after it were silently not classified."""
+    folder = tmp_path / "photos"
+    images = tiny_images(folder, 4)
+    (folder / "part00" / "loop_a.png").symlink_to(folder / "part00" / "loop_b.png")
+    (folder / "part00" / "loop_b.png").symlink_to(folder / "part00" / "loop_a.png")
+    results, errors = predict(CountingModel(2, lambda: 0), ["a", "b"], 32, [folder], top=1)
+    assert sorted(results) == sorted(map(str, images))
+    assert sorted(errors) == [str(folder / "part00" / name) for name in ("loop_a.png", "loop_b.png")]
+    assert all("cannot read" in reason and "symbolic links" in reason for reason in errors.values())
+
+
+def test_json_is_valid_utf8_whatever_the_file_names(tmp_path, monkeypatch, capsysbinary):
+    import os
+
+    import transfer.artifacts.predict as module
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    Image.new("RGB", (4, 4), "red").save(folder / name, "PNG")
+    (folder / os.fsdecode(b"bad\xff.jpg")).write_bytes(b"not an image")
+    monkeypatch.setattr(module, "load_classifier", lambda path: (CountingModel(2, lambda: 0), ["a", "b"], 32))
+    with pytest.raises(SystemExit):
+        module.main([folder], tmp_path / "model.keras", top=1, as_json=True)
+    document = json.loads(capsysbinary.readouterr().out.decode("utf-8"))  # strict: raw bytes would fail here
+    assert list(document["results"]) == [str(folder / "caf\\xe9.png")]  # each undecodable byte as \xNN
+    assert list(document["errors"]) == [str(folder / "bad\\xff.jpg")]
+
+
+def test_an_unreadable_folder_is_reported_once_and_the_rest_classified(tmp_path, monkeypatch):
+    import os
+
+    folder = tmp_path / "photos"
+    images = tiny_images(folder, 4)
+    (folder / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path):  # as without read permission (the tests run as root, which may read anything)
+        if Path(path).name in ("locked", "top"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    results, errors = predict(CountingModel(2, lambda: 0), ["a", "b"], 32, [folder], top=1)
+    assert sorted(results) == sorted(map(str, images))
+    assert errors == {str(folder / "locked"): "cannot read this folder (Permission denied)"}
+    (tmp_path / "top").mkdir()
+    results, errors = predict(CountingModel(2, lambda: 0), ["a", "b"], 32, [tmp_path / "top"], top=1)
+    assert results == {} and errors == {str(tmp_path / "top"): "cannot read this folder (Permission denied)"}

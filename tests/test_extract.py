@@ -150,6 +150,14 @@ def test_exclude_naming_no_folder_warns(archives, out, capsys):
     assert "data.exclude names 'BACKGROUND_Gogle', which is not a class folder" in capsys.readouterr().err
 
 
+def test_exclude_naming_no_folder_suggests_the_nearest(out, tmp_path, capsys):
+    archive = make_zip(tmp_path / "a.zip", {**good_classes(), "BACKGROUND_Google/x.jpg": image_bytes(2)})
+    run_extract(archive, out, exclude=("background_gogle", "clas_0"))
+    err = capsys.readouterr().err
+    assert "'background_gogle', which is not a class folder in the archive; did you mean 'BACKGROUND_Google'?" in err
+    assert "'clas_0', which is not a class folder in the archive; did you mean 'class_0'?" in err
+
+
 def test_without_exclude_background_is_a_class(archives, out):
     archive, _ = archives["legacy"]
     report = run_extract(archive, out, exclude=())
@@ -782,3 +790,41 @@ def test_pillow_warnings_name_the_file_in_extract_and_in_the_decoder_workers(out
         list(decoder.batches([str(path)]))
     err = capfd.readouterr().err
     assert f"warning: {path}: " in err and "UserWarning" not in err
+
+
+# --- link targets, long names and colons (issue 26) ----------------------------------------------
+
+
+def test_zip_symlink_with_a_huge_target_is_left_out_without_reading_it(out, tmp_path):
+    # A 400 MB target compresses to a few hundred KB; it was read whole (2.1 GB of memory) and printed.
+    archive = make_zip(tmp_path / "huge.zip", good_classes(), symlinks={"class_0/link.jpg": "a" * 3_000_000})
+    report = run_extract(archive, out, max_bytes=10_000_000)
+    reasons = {entry["path"]: entry["reason"] for entry in report["skipped_files"]}
+    assert "link target longer than" in reasons["class_0/link.jpg"]
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+
+
+def test_link_targets_count_against_the_unpack_limit(out, tmp_path):
+    links = {f"class_0/link{i}.jpg": "b" * 4000 for i in range(100)}  # 400 kB of link targets, 6 kB of images
+    archive = make_tar(tmp_path / "links.tar.gz", good_classes(), symlinks=links)
+    assert "limit" in extract_error(archive, out, max_bytes=200_000)
+
+
+@pytest.mark.parametrize("suffix", ["zip", "tar"])
+def test_link_whose_target_name_is_too_long_is_left_out_with_its_reason(out, tmp_path, suffix):
+    maker = make_zip if suffix == "zip" else make_tar
+    archive = maker(tmp_path / f"long.{suffix}", good_classes(), symlinks={"class_0/link.jpg": "t" * 300 + ".jpg"})
+    report = run_extract(archive, out)
+    reasons = {entry["path"]: entry["reason"] for entry in report["skipped_files"]}
+    assert "longer than 255 bytes" in reasons["class_0/link.jpg"]
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+
+
+@pytest.mark.parametrize("suffix", ["zip", "tar"])
+def test_a_colon_in_the_top_folder_is_a_name_not_an_escape(out, tmp_path, suffix):
+    # macOS writes a `/` typed in Finder as `:`; only a drive letter (`C:`) would lead elsewhere (on Windows).
+    maker = make_zip if suffix == "zip" else make_tar
+    drive = maker(tmp_path / f"drive.{suffix}", {**good_classes(), "C:/evil.jpg": image_bytes(3)})
+    assert "would be written outside" in extract_error(drive, out)
+    report = run_extract(maker(tmp_path / f"fotos.{suffix}", good_classes(prefix="Fotos 2024:05/")), out)
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}

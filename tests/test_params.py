@@ -288,3 +288,57 @@ def test_run_exits_1_when_params_changed_while_the_stage_ran(fresh_tracking, cap
     assert "train.seed 42 -> 1" in capsys.readouterr().err
 
     run(lambda: params.load(fresh_tracking).train.seed)  # unchanged since this load: no exit
+
+
+# --- issue 26: repeated keys, upper bounds, credentials in data.url ------------------------------
+
+
+def test_a_repeated_key_or_section_is_refused_naming_both_lines(tmp_path):
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    epochs = next(i for i, line in enumerate(lines) if line.strip().startswith("epochs:")) + 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("  epochs: 5", "  epochs: 5\n  epochs: 7"), encoding="utf-8")
+    with pytest.raises(StageError) as caught:
+        params.load(path)
+    assert f"train.epochs (lines {epochs} and {epochs + 1}) twice" in str(caught.value)
+    path.write_text(text + "train:\n  epochs: 3\n", encoding="utf-8")
+    with pytest.raises(StageError) as caught:
+        params.load(path)
+    message = str(caught.value)
+    first = next(i for i, line in enumerate(lines) if line.startswith("train:")) + 1
+    assert f"sets train (lines {first} and {len(lines) + 1}) twice" in message and "missing" not in message
+
+
+@pytest.mark.parametrize(
+    "key, value, bound",
+    [
+        ("train.batch_size", 100000000000000000000, "<= 1000000"),  # an OverflowError in Keras
+        ("train.hidden_units", 10000000000, "<= 1000000"),  # out of memory in TensorFlow
+        ("train.epochs", 10**9, "<= 100000"),
+        ("features.batch_size", 10**6, "<= 4096"),
+        ("features.image_size", 10**6, "<= 65536"),
+    ],
+)
+def test_every_size_has_an_upper_bound(key, value, bound):
+    message = problem(with_value(key, value))
+    assert f"{key} must be an integer >= " in message and bound in message and repr(value) in message
+
+
+@pytest.mark.parametrize(
+    "url, channel",
+    [
+        ("https://alice:pw-9x8y@example.org/a.zip", "~/.netrc"),
+        ("https://alice@example.org/a.zip", "~/.netrc"),
+        ("https://example.org/a.zip?token=tk-9x8y", "DATA_TOKEN or DATA_HEADER"),
+        ("https://bucket.s3.amazonaws.com/a.zip?X-Amz-Signature=sg-9x8y&X-Amz-Expires=60", "DATA_TOKEN"),
+    ],
+)
+def test_credentials_in_data_url_are_refused_without_showing_them(url, channel):
+    message = problem(with_value("data.url", url))
+    assert "data.url carries" in message and "dvc.lock would record" in message and channel in message
+    assert "9x8y" not in message and "alice" not in message
+
+
+def test_a_query_that_is_no_credential_is_fine():
+    assert params.validate(with_value("data.url", "https://example.org/a.zip?download=1&x=2")).data.url

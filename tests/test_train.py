@@ -9,6 +9,7 @@ import pytest
 
 from stages.train import train
 from tests.helpers import SMALL_TRAIN
+from transfer.core.errors import StageError
 from transfer.core.params import TrainParams
 from transfer.head.training import dense_head, fit_logistic
 
@@ -158,3 +159,19 @@ def test_keras_loads_without_the_optional_modules_it_would_pull_in_and_they_stay
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-2:] == ["[]", "importable"]
+
+
+def test_a_head_too_big_for_the_memory_is_refused_naming_a_width_that_fits(feature_cache, tmp_path, monkeypatch):
+    """hidden_units in the millions was an out-of-memory traceback from TensorFlow; now a message, before Keras."""
+    from transfer.head import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: (2 * memory.GIB, "a test's budget"))
+    with pytest.raises(StageError) as caught:
+        run_train(feature_cache, tmp_path, hidden_units=1_000_000)
+    message = str(caught.value)
+    assert "train.hidden_units 1000000" in message and "2.0 GiB is available (a test's budget" in message
+    width = int(message.split("train.hidden_units to ")[1].split()[0])
+    n_features = np.load(feature_cache["features"] / "train" / "features.npy").shape[1]
+    assert 0 < width < 1_000_000 and memory.estimate(n_features, 4, width, 16) <= 2 * memory.GIB
+    assert not (tmp_path / "head.keras").exists()
+    run_train(feature_cache, tmp_path / "fits", hidden_units=width // 100)  # a width the message allows trains

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transfer.core.redact import redact_text
+
 MISSING = "(absent)"
 
 
@@ -66,17 +68,18 @@ def _leaves(value: object, prefix: str) -> Iterator[tuple[str, object]]:
 
 
 def param_changes(key: str, old: object, new: object) -> list[str]:
-    """`train.dropout: 0.5 -> 0.3` for each leaf of a (possibly whole-section) param that differs."""
+    """`train.dropout: 0.5 -> 0.3` for each leaf of a (possibly whole-section) param that differs; a URL is shown
+    without its user info or query string (transfer/core/redact.py)."""
     if old == new:
         return []
     if isinstance(old, dict) and isinstance(new, dict):
         left, right = dict(_leaves(old, key)), dict(_leaves(new, key))
         return [
-            f"{name}: {left.get(name, MISSING)!r} -> {right.get(name, MISSING)!r}"
+            redact_text(f"{name}: {left.get(name, MISSING)!r} -> {right.get(name, MISSING)!r}")
             for name in sorted(set(left) | set(right))
             if left.get(name, MISSING) != right.get(name, MISSING)
         ]
-    return [f"{key}: {old!r} -> {new!r}"]
+    return [redact_text(f"{key}: {old!r} -> {new!r}")]
 
 
 def _is_local(out) -> bool:

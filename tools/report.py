@@ -24,6 +24,7 @@ from pathlib import Path
 
 from transfer.core.cli import run
 from transfer.core.errors import StageError
+from transfer.core.redact import redact_text
 
 TEST_METRICS = "metrics/test.json"
 PER_CLASS = "metrics/per_class.csv"
@@ -158,7 +159,10 @@ def report(repo: Path, base_rev: str, top: int = 10, image_url: str | None = Non
         "",
         "### Params",
         "",
-        _table_or(_dvc(repo, "params", "diff", base_rev, "--md"), f"No parameter changed since `{base_rev}`."),
+        # data.url without its user info or query string, as everywhere (transfer/core/redact.py).
+        redact_text(
+            _table_or(_dvc(repo, "params", "diff", base_rev, "--md"), f"No parameter changed since `{base_rev}`.")
+        ),
         "",
         *f1_section(repo, base_rev, top),
         *image_section(repo, image_url),

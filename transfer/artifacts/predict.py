@@ -5,10 +5,11 @@ document, {"results": {path: [{"label", "probability"}, ...]}, "errors": {path: 
 "error" key when nothing could be classified at all: no model, say). A folder stands for the files below it that
 the extract stage would keep: whatever the shared decoder reads, whatever the name; folders are read one at a time
 and images decoded a batch at a time, so memory stays flat however many there are. A path that is not a usable
-image, or a folder with none, is named on stderr with the reason, the others are still classified, and the exit
-status is 1. Runs from any directory as the `predict` command that `setup.sh` installs into .venv (or
-`python -m transfer.artifacts.predict`); the default model is the project's models/classifier.keras. Not a pipeline
-stage: it uses what `dvc repro release/dvc.yaml` exported.
+image, a folder with none or an entry in one that cannot be read (a link cycle), is named on stderr with the
+reason, the others are still classified, and the exit status is 1. A name that is not UTF-8 is printed with each
+undecodable byte as `\\xNN`, so the JSON stays valid UTF-8. Runs from any directory as the `predict` command that
+`setup.sh` installs into .venv (or `python -m transfer.artifacts.predict`); the default model is the project's
+models/classifier.keras. Not a pipeline stage: it uses what `dvc repro release/dvc.yaml` exported.
 """
 
 from __future__ import annotations
@@ -90,30 +91,40 @@ def load_classifier(model_path: Path):
     return model, classes, model.get_layer("resize").height
 
 
-def _files_below(folder: Path) -> Iterator[Path]:
-    """The files below a folder in sorted order (as sorted(folder.rglob("*")) gives them), one folder listed at
-    a time; links to folders are not followed."""
-    with os.scandir(folder) as listing:
-        entries = sorted(listing, key=lambda entry: entry.name)
+def _files_below(folder: Path) -> Iterator[tuple[Path, str | None]]:
+    """(file, None) for the files below a folder in sorted order (as sorted(folder.rglob("*")) gives them), one
+    folder listed at a time, and (path, why) for an entry that cannot be read (a link cycle, a folder without
+    permission): reported, and the rest still classified. Links to folders are not followed."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError as error:
+        yield folder, f"cannot read this folder ({error.strerror or error})"
+        return
     for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            is_file = not is_dir and entry.is_file()
+        except OSError as error:
+            yield Path(entry.path), f"cannot read this entry ({error.strerror or error})"
+            continue
+        if is_dir:
             yield from _files_below(Path(entry.path))
-        elif entry.is_file():
-            yield Path(entry.path)
+        elif is_file:
+            yield Path(entry.path), None
 
 
 def _inputs(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None, str | None]]:
     """(file, the folder it was found in or None, None); (folder, folder, None) after each folder's last file;
-    (folder, None, why) for a folder that cannot be read."""
+    (path, None, why) for a folder or an entry in one that cannot be read."""
     for path in map(Path, paths):
         if path.is_dir():
-            try:
-                for file in _files_below(path):
-                    yield file, path, None
-            except OSError as error:
-                yield path, None, f"cannot read this folder ({error.strerror or error})"
-                continue
-            yield path, path, None
+            unreadable = False
+            for file, problem in _files_below(path):
+                unreadable = unreadable or (problem is not None and file == path)
+                yield file, (None if problem else path), problem
+            if not unreadable:  # said once: not also "no image files"
+                yield path, path, None
         else:
             yield path, None, None
 
@@ -158,6 +169,12 @@ def classify(model, classes: list[str], image_size: int, paths: Iterable[Path], 
         yield from predict_batch()
 
 
+def printable(path: str) -> str:
+    """A path as valid UTF-8 text: a byte of a name that is not UTF-8 is written as `\\xNN` (Python's
+    backslashreplace), where printing it as it is would put raw bytes in a JSON document, or fail."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 class JsonDocument:
     """One JSON document written as results come: {"results": {...}, "errors": {...}[, "error": "..."]}."""
 
@@ -184,6 +201,7 @@ def main(paths: list[Path], model_path: Path, top: int, as_json: bool) -> None:
             raise StageError(f"--top must be at least 1, got {top}")
         model, classes, image_size = load_classifier(model_path)
         for path, ranked, reason in classify(model, classes, image_size, paths, min(top, len(classes))):
+            path = printable(path)
             if ranked is None:
                 failed = True
                 print(f"error: {path}: {reason}", file=sys.stderr, flush=True)

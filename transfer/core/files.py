@@ -50,6 +50,13 @@ def disk_full_error(error: BaseException, folder: Path, needed: int | None = Non
     )
 
 
+def check_room(folder: Path, needed: int, kept: str | None = None) -> None:
+    """Refuse, before writing, `needed` bytes that the disk holding `folder` has no room for."""
+    free = _free_bytes(Path(folder))
+    if free is not None and needed > free:
+        raise disk_full_error(OSError(errno.ENOSPC, "No space left on device"), folder, needed, kept)
+
+
 @contextlib.contextmanager
 def disk_space(folder: Path, needed: int | None = None, kept: str | None = None) -> Iterator[None]:
     """Turn a full disk or a file-size limit inside the block into one StageError naming `folder`."""

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast, get_a
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from transfer.core import params_file
 from transfer.core.errors import StageError
-from transfer.core.redact import redact
+from transfer.core.redact import credentials_in, redact
 
 # features.backbone's choices: the keras.applications class each names and its input preprocessing ("caffe": RGB to
 # BGR minus the ImageNet mean; "tf": scaled to [-1, 1]; "none": built into the model).
@@ -77,6 +78,19 @@ class DataParams(Section):
     def _strip(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        # dvc.lock, which is committed, records params.yaml's values: a credential here would end up in git.
+        if what := credentials_in(value):
+            where = (
+                "~/.netrc (machine HOST login USER password ...)"
+                if "user info" in what
+                else "DATA_TOKEN or DATA_HEADER"
+            )
+            raise ValueError(f"carries {what}, which dvc.lock would record in git; give it through {where} instead")
+        return value
+
     @field_validator("md5", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -109,8 +123,10 @@ class FeaturesParams(Section):
     backbone: Backbone = Field(description="the frozen ImageNet backbone")
     backend: Backend = Field(description="Keras backend of the features stage (uses its GPU when it has one)")
     weights: str | None = Field(description="imagenet, null (random init, for tests) or the path of a weights file")
-    image_size: int = Field(ge=32, description="square input side in pixels (the tutorial's 256), at least 32")
-    batch_size: int = Field(ge=1, description="images per batch through the backbone")
+    image_size: int = Field(
+        ge=32, le=65536, description="square input side in pixels (the tutorial's 256), 32 to 65536"
+    )
+    batch_size: int = Field(ge=1, le=4096, description="images per batch through the backbone, at most 4096")
 
     @field_validator("weights")
     @classmethod
@@ -125,10 +141,10 @@ class TrainParams(Section):
     head: Literal["dense", "logistic"] = Field(
         description="the classifier head: the tutorial's dense head, or L2-regularised logistic regression"
     )
-    epochs: int = Field(ge=1, description="dense head: passes over the training features")
-    batch_size: int = Field(ge=1, description="dense head: features per training step")
+    epochs: int = Field(ge=1, le=100_000, description="dense head: passes over the training features")
+    batch_size: int = Field(ge=1, le=1_000_000, description="dense head: features per training step")
     learning_rate: Positive = Field(description="dense head: Adam's learning rate")
-    hidden_units: int = Field(ge=1, description="dense head: width of the hidden layer")
+    hidden_units: int = Field(ge=1, le=1_000_000, description="dense head: width of the hidden layer")
     dropout: float = Field(ge=0, lt=1, description="dense head: rate of both Dropout layers, in [0, 1)")
     logistic_c: Positive = Field(description="logistic head: inverse L2 strength (scikit-learn's C)")
     seed: Seed = Field(description="seed of the head's initialisation and shuffling")
@@ -216,17 +232,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
 
 
 def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageError(f"{path} not found: run stages from the repository root") from None
-    except UnicodeDecodeError as error:
-        raise StageError(
-            f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
-            "save it as UTF-8"
-        ) from None
-    except yaml.YAMLError as error:
-        raise StageError(f"{path} is not valid YAML: {error}") from None
+    return params_file.read(path)
 
 
 def load(path: str | Path = "params.yaml") -> Params:

@@ -9,8 +9,9 @@ server's Content-Disposition when that path names no file. No message shows a UR
 
 Retries: a failure that can pass (dropped connection, stall, 5xx, 429) is retried after `backoff` seconds,
 doubling, or after the server's Retry-After (capped at `max_wait`); a retry that follows progress resumes at once
-after `backoff`, and `retries` counts failures in a row without progress. No retry starts that would begin past
-`time_limit` seconds from the start; the final error says how long it tried.
+after `backoff`, and `retries` counts failures in a row without progress. `time_limit` is a deadline over the whole
+transfer: checked as bytes arrive (a server sending a byte a second never trips the read timeout), and no retry
+starts that would begin past it; the final error says how long it tried.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from transfer.core.errors import StageError
-from transfer.core.files import disk_space, remove
+from transfer.core.files import check_room, disk_space, remove
 from transfer.core.progress import progress
 from transfer.core.redact import redact
-from transfer.fetch import http_transfer
-from transfer.fetch.http_transfer import TransientError
+from transfer.fetch import credentials, http_transfer
+from transfer.fetch.http_transfer import PastDeadline, TransientError
 from transfer.unpack import formats
 
 CHUNK = 1 << 20
+# A server may name the file longer than the 255 bytes Linux takes; room is left for the temporary's `.NAME.tmp`.
+MAX_NAME_BYTES = 200
 DEFAULTS = dict(timeout=60.0, retries=5, backoff=2.0, max_wait=300.0, time_limit=1800.0)
 # The schedule of waits goes through here, so tests can check it without waiting.
 sleep = time.sleep
@@ -45,9 +48,17 @@ def archive_name(url: str) -> str | None:
 
 
 def _clean_name(name: str | None) -> str | None:
-    """A bare file name (no folders, nothing hidden), or None."""
+    """A bare file name (no folders, nothing hidden, at most MAX_NAME_BYTES: a longer one is shortened, keeping
+    its suffixes), or None."""
     name = PurePosixPath((name or "").replace("\\", "/")).name.strip()
-    return name if name and not name.startswith(".") else None
+    if not name or name.startswith("."):
+        return None
+    if len(name.encode()) > MAX_NAME_BYTES:
+        suffix = "".join(PurePosixPath(name).suffixes[-2:])
+        suffix = suffix if len(suffix.encode()) <= 16 else ""
+        room = MAX_NAME_BYTES - len(suffix.encode())
+        name = name.encode()[:room].decode("utf-8", "ignore").removesuffix(suffix) + suffix
+    return name
 
 
 def disposition_name(header: str | None) -> str | None:
@@ -85,6 +96,7 @@ def _copy_local(source: Path, partial: Path) -> None:
     if not source.is_file():
         raise StageError(f"data.url points to {source}, which is not a file; fix data.url in params.yaml")
     size = source.stat().st_size
+    check_room(partial.parent, size, "nothing was written")
     bar = progress(desc=source.name, unit="B", total=size)
     with disk_space(partial.parent, size), open(source, "rb") as src, open(partial, "wb") as dst, bar:
         while chunk := src.read(CHUNK):
@@ -104,12 +116,19 @@ def _download_http(url: str, partial: Path, options: dict) -> str | None:
     shown, started = redact(url), time.monotonic()
     attempts = failures = 0
     waited = 0.0
-    with http_transfer.session(url) as client:
+    with credentials.session(url) as client:
         while True:
             before = _size(partial)
             try:
-                disposition, final_url = http_transfer.attempt(client, url, partial, options["timeout"])
+                deadline = started + options["time_limit"]
+                disposition, final_url = http_transfer.attempt(client, url, partial, options["timeout"], deadline)
                 return disposition_name(disposition) or archive_name(final_url)
+            except PastDeadline as error:
+                raise StageError(
+                    f"could not download {shown}: the time limit of {_seconds(options['time_limit'])} s "
+                    f"(--time-limit) passed while the file was still arriving ({error}); the partial file {partial} "
+                    "is kept and the next run resumes it"
+                ) from None
             except TransientError as error:
                 attempts += 1
                 failures = 1 if _size(partial) > before else failures + 1

@@ -3,21 +3,18 @@
 The body is read raw (never un-gzipped, even when a .tar.gz comes with `Content-Encoding: gzip`), so the md5 and
 the resume offset count the stored bytes. A resume sends `If-Range` with the ETag (else the Last-Modified date) of
 the first answer, kept beside the partial file; a 206 is also checked against that answer's length and
-validators, and anything else starts over. Credentials come from ~/.netrc (requests reads it) or from the
-DATA_TOKEN / DATA_HEADER environment variables, and are never sent on to another host by a redirect.
+validators, and anything else starts over. Who gets credentials: transfer/fetch/credentials.py.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import socket
 import sys
 import time
 from email.utils import parsedate_to_datetime
-from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,26 +22,25 @@ import requests
 import urllib3
 
 from transfer.core.errors import StageError
-from transfer.core.files import disk_space, remove
+from transfer.core.files import check_room, disk_space, remove
 from transfer.core.progress import progress
 from transfer.core.redact import redact, redact_text
+from transfer.fetch.credentials import CREDENTIALS_HINT, encrypted
 from transfer.unpack import formats
 
 # Read the network in pieces of at most this size, as they arrive, so a cut or a stall loses nothing received.
 NET_CHUNK = 1 << 16
 # Client errors that retrying cannot fix.
 PERMANENT_HTTP_ERRORS = {400, 401, 403, 404, 405, 410, 451}
-TOKEN_VARIABLE, HEADER_VARIABLE = "DATA_TOKEN", "DATA_HEADER"
-CREDENTIALS_HINT = (
-    "if the file needs credentials, put them in ~/.netrc (or the file $NETRC names), or set the environment "
-    f"variable {TOKEN_VARIABLE} (a bearer token) or {HEADER_VARIABLE} ('Name: value'); never in params.yaml, "
-    "which dvc.lock copies (docs/downloads.md)"
-)
 OFFLINE_HINT = (
     "to work offline, put the archive on this machine and set data.url in params.yaml to its local "
     "path or a file:// URL"
 )
 NETWORK_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+class PastDeadline(Exception):
+    """The time limit passed while the body was still arriving."""
 
 
 class TransientError(Exception):
@@ -53,56 +49,6 @@ class TransientError(Exception):
     def __init__(self, message: str, retry_after: float | None = None, at_once: bool = False):
         super().__init__(message)
         self.retry_after, self.at_once = retry_after, at_once
-
-
-def environment_headers() -> dict[str, str]:
-    """Credentials from the environment: DATA_TOKEN as `Authorization: Bearer`, DATA_HEADER as `Name: value`."""
-    headers = {}
-    if token := os.environ.get(TOKEN_VARIABLE, "").strip():
-        headers["Authorization"] = f"Bearer {token}"
-    if raw := os.environ.get(HEADER_VARIABLE, "").strip():
-        name, colon, value = raw.partition(":")
-        if not colon or not name.strip() or " " in name.strip():
-            raise StageError(f"{HEADER_VARIABLE} must be 'Name: value' (e.g. 'PRIVATE-TOKEN: abc'); it has no 'Name:'")
-        headers[name.strip()] = value.strip()
-    return headers
-
-
-class _Headers(requests.auth.AuthBase):
-    def __init__(self, headers: dict[str, str]):
-        self.headers = headers
-
-    def __call__(self, request):
-        request.headers.update(self.headers)
-        return request
-
-
-def user_agent() -> str:
-    """This package's name and version, from its installed metadata (pyproject.toml's one version): read at run
-    time, so a version bump is no code change that would make dvc download the archive again."""
-    try:
-        return f"dvc-transfer-learning/{metadata.version('dvc-transfer-learning')}"
-    except metadata.PackageNotFoundError:  # a checkout run without `pip install -e .` (setup.sh does it)
-        return "dvc-transfer-learning"
-
-
-def session(url: str) -> requests.Session:
-    """A session sending the environment's credentials to data.url's host only (requests drops Authorization on a
-    redirect to another host, but not other headers); with none, requests uses ~/.netrc for the host."""
-    extra, origin = environment_headers(), urlparse(url).hostname
-
-    class OriginOnly(requests.Session):
-        def rebuild_auth(self, prepared, response):
-            super().rebuild_auth(prepared, response)
-            if urlparse(prepared.url).hostname != origin:
-                for name in extra:
-                    prepared.headers.pop(name, None)
-
-    result = OriginOnly()
-    result.headers.update({"User-Agent": user_agent(), "Accept-Encoding": "identity"})
-    if extra:
-        result.auth = _Headers(extra)  # takes precedence over ~/.netrc
-    return result
 
 
 def retry_after(value: str | None) -> float | None:
@@ -172,12 +118,15 @@ def _resume_headers(partial: Path, shown: str) -> tuple[int, dict, dict]:
     return have, headers, state
 
 
-def attempt(client: requests.Session, url: str, partial: Path, timeout: float) -> tuple[str | None, str]:
+def attempt(
+    client: requests.Session, url: str, partial: Path, timeout: float, deadline: float = float("inf")
+) -> tuple[str | None, str]:
     """One GET into `partial`, resuming it when it is the same file; return the server's Content-Disposition and
-    the URL it redirected to (they name the file). Raises TransientError to ask for a retry."""
+    the URL it redirected to (they name the file). Raises TransientError to ask for a retry, and PastDeadline
+    when time.monotonic() passes `deadline` while bytes still arrive (a slow server resets every read timeout)."""
     shown = redact(url)
     try:
-        return _attempt(client, url, shown, partial, timeout)
+        return _attempt(client, url, shown, partial, timeout, deadline)
     except requests.ConnectionError as error:
         if _name_not_resolved(error):  # retrying for a minute would not bring the network back
             raise StageError(
@@ -206,15 +155,20 @@ def _name_not_resolved(error: BaseException | None) -> bool:
     return False
 
 
-def _attempt(client: requests.Session, url: str, shown: str, partial: Path, timeout: float) -> tuple[str | None, str]:
+def _attempt(
+    client: requests.Session, url: str, shown: str, partial: Path, timeout: float, deadline: float
+) -> tuple[str | None, str]:
     have, headers, state = _resume_headers(partial, shown)
+    # No single read may wait past the deadline either.
+    timeout = max(0.1, min(timeout, deadline - time.monotonic()))
     with client.get(url, headers=headers, stream=True, timeout=timeout) as response:
         status = response.status_code
         if status == 416:  # the partial file is longer than what the server has now
             _start_over(partial)
             raise TransientError("server refused to resume (HTTP 416); starting over", at_once=True)
         if status in (401, 403):
-            raise StageError(f"{shown}: HTTP {status} {response.reason}; {CREDENTIALS_HINT}")
+            plain = "" if encrypted(url) else "; none is sent over plain http: use the file's https:// URL"
+            raise StageError(f"{shown}: HTTP {status} {response.reason}; {CREDENTIALS_HINT}{plain}")
         if status in PERMANENT_HTTP_ERRORS:
             raise StageError(f"{shown}: HTTP {status} {response.reason}; check data.url in params.yaml")
         if status >= 400:
@@ -243,15 +197,20 @@ def _attempt(client: requests.Session, url: str, shown: str, partial: Path, time
         served = response.headers.get("Content-Disposition"), response.url
         desc = redact(url).rpartition("/")[2].partition("?")[0] or "download"
         kept = f"the partial download {partial} is kept, and the next run resumes it (delete it to free its space)"
+        if total is not None:  # refused before a byte is written, not once the disk is full
+            check_room(partial.parent, total - have, kept if have else "nothing was written")
+        # Unbuffered: every byte received is on disk at once, whatever ends the process.
         with (
             disk_space(partial.parent, total, kept),
-            open(partial, "ab" if have else "wb") as out,
+            open(partial, "ab" if have else "wb", buffering=0) as out,
             progress(desc=desc, unit="B", total=total, initial=have) as bar,
         ):
             try:
                 while chunk := response.raw.read1(NET_CHUNK, decode_content=False):
                     out.write(chunk)
                     bar.update(len(chunk))
+                    if time.monotonic() > deadline:
+                        raise PastDeadline(f"{partial.stat().st_size:,} bytes received")
             except NETWORK_ERRORS as error:
                 raise TransientError(reason(error)) from None
     size = partial.stat().st_size

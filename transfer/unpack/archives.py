@@ -26,6 +26,8 @@ from transfer.unpack.entry_names import entry_parts, ignored, ignored_reason, sa
 MAX_UNPACKED_BYTES = 20 * 2**30
 # Linux file systems refuse a name component longer than this many bytes.
 MAX_NAME_BYTES = 255
+# Nor a link target longer than PATH_MAX: a zip may store a link's target compressed, hundreds of MB of it.
+MAX_LINK_BYTES = 4096
 ZIP_ENCRYPTED_FLAG = 0x1
 
 
@@ -46,6 +48,22 @@ class _Writer:
 
     def hidden(self, parts: tuple[str, ...]) -> None:
         self.refuse(parts, ignored_reason(parts))
+
+    def count(self, size: int) -> None:
+        self.written += size
+        if self.written > self.max_bytes:  # the sizes in an archive's headers can lie
+            raise StageError(f"{self.archive}: unpacks to more than the {self.max_bytes:,}-byte limit")
+
+    def long_link(self, parts: tuple[str, ...], link: str) -> bool:
+        """Whether a link's target is too long to be a name here (then it is left out, with the reason)."""
+        self.count(len(link.encode()))
+        if len(link.encode()) > MAX_LINK_BYTES:
+            self.refuse(parts, f"link target longer than {MAX_LINK_BYTES} bytes, which no file system takes")
+        elif any(len(part.encode()) > MAX_NAME_BYTES for part in link.split("/")):
+            self.refuse(parts, f"link to a name longer than {MAX_NAME_BYTES} bytes, which the file system refuses")
+        else:
+            return False
+        return True
 
     def link(self, parts: tuple[str, ...], target: tuple[str, ...]) -> None:
         """A symlink or hard link inside the archive: written as a copy of its target once all files are out."""
@@ -89,9 +107,7 @@ class _Writer:
             return
         with source as src, open(target, "wb") as out:
             while chunk := src.read(1 << 20):
-                self.written += len(chunk)
-                if self.written > self.max_bytes:  # the sizes in an archive's headers can lie
-                    raise StageError(f"{self.archive}: unpacks to more than the {self.max_bytes:,}-byte limit")
+                self.count(len(chunk))
                 out.write(chunk)
 
 
@@ -121,7 +137,10 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
             if name.endswith(("/", "\\")):
                 writer.directory(parts)
             elif stat.S_ISLNK(info.external_attr >> 16):
-                link = utf8_name(zf.read(info))
+                with zf.open(info) as source:  # never whole: a link's target is a name, not data
+                    link = utf8_name(source.read(MAX_LINK_BYTES + 1))
+                if writer.long_link(parts, link):
+                    continue
                 if link.startswith("/"):
                     safe_parts(link, archive)  # refuses it
                 writer.link(parts, _inside(parts[:-1], link, name, archive))
@@ -147,7 +166,8 @@ def _unpack_tar(archive: Path, writer: _Writer) -> None:
             for member in tar:
                 bar.update(raw.tell() - bar.n)
                 parts = safe_parts(tar_name(member.name), archive)
-                if not parts:
+                linked = member.issym() or member.islnk()
+                if not parts or (linked and writer.long_link(parts, tar_name(member.linkname))):
                     continue
                 try:  # refuses links leading outside, devices, absolute names
                     tarfile.data_filter(member, str(writer.dest))

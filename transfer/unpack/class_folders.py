@@ -9,6 +9,7 @@ legacy tar.gz and archives users make by hand all work.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import tarfile
@@ -184,9 +185,18 @@ def collect_images(root: Path, images_dir: Path, exclude: tuple[str, ...], skipp
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not ignored((p.name,)))
     # Folder names are NFC (unpack made them so); data.exclude may be typed in either form.
     excluded = {_nfc(name) for name in exclude}
+    names = [d.name for d in class_dirs]
     for name in sorted(set(exclude)):
-        if _nfc(name) not in {d.name for d in class_dirs}:
-            print(f"warning: data.exclude names {name!r}, which is not a class folder in the archive", file=sys.stderr)
+        if _nfc(name) not in names:
+            close = difflib.get_close_matches(_nfc(name), names, n=1) or difflib.get_close_matches(
+                _nfc(name).casefold(), [n.casefold() for n in names], n=1
+            )
+            nearest = next((n for n in names if close and close[0] in (n, n.casefold())), None)
+            hint = f"; did you mean {nearest!r}?" if nearest else ""
+            print(
+                f"warning: data.exclude names {name!r}, which is not a class folder in the archive{hint}",
+                file=sys.stderr,
+            )
     files = [
         (d.name, f)
         for d in class_dirs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import zipfile
 import zlib
@@ -65,7 +66,10 @@ def entry_parts(name: str) -> tuple[str, ...]:
 def safe_parts(name: str, archive: Path) -> tuple[str, ...]:
     text = name.replace("\\", "/")
     parts = entry_parts(name)
-    if text.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+    # A colon is an ordinary character here (macOS writes a `/` typed in Finder as one); only a drive letter
+    # (`C:`, `C:evil`) would lead elsewhere on Windows.
+    drive = bool(parts) and re.match(r"[A-Za-z]:", parts[0]) is not None
+    if text.startswith("/") or ".." in parts or drive:
         raise StageError(
             f"{archive}: entry {name!r} would be written outside the extraction folder; refusing an unsafe archive"
         )
