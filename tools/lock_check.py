@@ -15,6 +15,7 @@ Dependencies on http(s) or cloud URLs are not checked (that needs the network) a
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ MISSING = "(absent)"
 class Findings:
     problems: dict[str, list[str]] = field(default_factory=dict)  # stage -> reasons
     notes: list[str] = field(default_factory=list)
+    uncommitted: list[tuple[str, str]] = field(default_factory=list)  # (problem, the command that fixes it)
     counts: dict[str, int] = field(default_factory=lambda: {"stages": 0, "files": 0, "params": 0, "outputs": 0})
 
     def add(self, stage: str, reason: str) -> None:
@@ -218,15 +220,40 @@ def _check_params(found, name, stage, entry) -> None:
                 found.add(name, f"param {change} ({dep.def_path})")
 
 
+def _git_tracked(root: Path, path: str) -> bool | None:
+    """Whether git's HEAD holds path (a file, or files under a folder); None where git cannot say."""
+    result = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", "HEAD", "--", path], cwd=root, capture_output=True, text=True
+    )
+    return bool(result.stdout.strip()) if result.returncode == 0 else None
+
+
+def _git_ignored(root: Path, path: str) -> bool:
+    return subprocess.run(["git", "check-ignore", "-q", path], cwd=root, capture_output=True).returncode == 0
+
+
 def _check_git_outputs(found, name, stage, entry) -> None:
+    """Outputs DVC does not cache: those kept in git (metrics/) must be committed and match dvc.lock; one git
+    ignores (data/source, made per machine) is compared where it is present and noted where it is not."""
     locked = _by_path(entry.get("outs"))
     for out in stage.outs:
-        if out.use_cache or out.def_path not in locked or not out.exists:
+        if out.use_cache or out.def_path not in locked:
+            continue
+        folder = Path(stage.wdir)
+        ignored = _git_ignored(folder, out.def_path)
+        if not ignored and _git_tracked(folder, out.def_path) is False:
+            path = Path(out.fs_path).relative_to(stage.repo.root_dir).as_posix()
+            found.uncommitted.append((f"{name}: output {path} is in dvc.lock but not committed", f"git add {path}"))
+            continue
+        if not out.exists:
+            if ignored:
+                found.notes.append(f"{name}: {out.def_path} not checked (not in this checkout; `dvc repro` makes it)")
             continue
         found.counts["outputs"] += 1
         old, now = _recorded(locked[out.def_path]), out.get_hash().value
         if old != now:
-            found.add(name, f"output {out.def_path} (kept in git) is not what dvc.lock records (md5 {old}, now {now})")
+            where = "" if ignored else " (kept in git)"
+            found.add(name, f"output {out.def_path}{where} is not what dvc.lock records (md5 {old}, now {now})")
 
 
 def _mark_downstream(found, stages, root) -> None:
