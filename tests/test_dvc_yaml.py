@@ -236,8 +236,17 @@ def test_every_cached_output_is_ignored_by_the_committed_gitignore(tmp_path):
     assert ignored(paths, tmp_path) == dict.fromkeys(paths, True)
 
 
+# data/source is `cache: false` but per machine: a link to this machine's archive, never committed (stages/source.py).
+PER_MACHINE = ["data/source"]
+
+
+def test_per_machine_outputs_are_ignored(tmp_path):
+    assert set(PER_MACHINE) <= set(outputs(cached=False))
+    assert ignored(PER_MACHINE, tmp_path) == dict.fromkeys(PER_MACHINE, True)
+
+
 def test_git_tracked_outputs_are_not_ignored_but_their_temporaries_are(tmp_path):
-    tracked = outputs(cached=False)
+    tracked = [path for path in outputs(cached=False) if path not in PER_MACHINE]
     assert "metrics/train/metrics.json" in tracked and "metrics/test.json" in tracked
     assert ignored(tracked, tmp_path) == dict.fromkeys(tracked, False)
     # train's DVCLive folder and evaluate's files are written as temporary siblings first (atomic_output).
