@@ -279,11 +279,11 @@ def test_nonsense_arguments_are_refused_before_any_work(committed, tolerance, ca
     assert usage.value.code == 2
 
 
-def toy_project(path: Path, files: dict[str, str], pipeline: dict, subdir: bool = False) -> Path:
+def toy_project(path: Path, files: dict[str, str], pipeline: dict, subdir: bool = False, exists_ok=False) -> Path:
     """A git repository at path holding a DVC project (at path, or in path/proj with `dvc init --subdir`), run once
     and committed."""
     project = path / "proj" if subdir else path
-    project.mkdir(parents=True)
+    project.mkdir(parents=True, exist_ok=exists_ok)
     for name, text in files.items():
         (project / name).write_text(text)
     (project / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
@@ -346,3 +346,18 @@ def test_a_signal_during_the_rerun_ends_it_like_a_stage(tmp_path, signum, status
     assert "Traceback" not in text and text.strip().splitlines()[-1] in ("verify: interrupted", "terminated (SIGTERM)")
     assert list(scratch.iterdir()) == []  # the temporary clone is gone
     wait_for(lambda: not alive(stage), "the stage has ended", 30)
+
+
+def test_a_committed_link_to_a_file_not_on_this_machine_is_a_note_not_a_traceback(tmp_path, capsys):
+    # What repositories made before data/source left git hold: a link to one machine's archive, in git.
+    archive = tmp_path / "archive.zip"
+    archive.write_text("the archive\n")
+    source = {"cmd": f"ln -sfn {archive} data/source", "outs": [{"data/source": {"cache": False, "persist": True}}]}
+    copy = {"cmd": "cp data/source out.txt", "deps": ["data/source"], "outs": ["out.txt"]}
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    project = toy_project(tmp_path / "repo", {}, {"stages": {"source": source, "copy": copy}}, exists_ok=True)
+    archive.rename(tmp_path / "elsewhere.zip")  # CI's machine, a colleague's
+    for args in ((), ("--outputs",)):
+        code, out, err = verify_in(project, *args, capsys=capsys)
+        assert code == 0 and "Traceback" not in err, err
+        assert f"verify: note: source: data/source not checked (a link to {archive}, which is not on this" in out

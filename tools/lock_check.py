@@ -81,6 +81,20 @@ def param_changes(key: str, old: object, new: object) -> list[str]:
     return [f"{key}: {old!r} -> {new!r}"]
 
 
+def dangling(path: str) -> str | None:
+    """Where a link at path points, if that is not on this machine (DVC fails hashing it); else None."""
+    import os
+
+    return os.readlink(path) if os.path.islink(path) and not os.path.exists(path) else None
+
+
+def dangling_note(name: str, path: str, target: str) -> str:
+    return (
+        f"{name}: {path} not checked (a link to {target}, which is not on this machine; a committed data/source: "
+        f"`git rm --cached {path}` and commit, docs/reproducibility.md)"
+    )
+
+
 def _is_local(out) -> bool:
     return out.protocol in ("local", "file")
 
@@ -187,6 +201,9 @@ def _check_dep(repo, found, name, dep, locked, producers, tracked, lock_of, root
         return
     if dep.fs_path in tracked:  # data added with `dvc add`: its .dvc file holds the hash
         now = _recorded(tracked[dep.fs_path].hash_info.to_dict())
+    elif target := dangling(dep.fs_path):
+        found.notes.append(dangling_note(name, path, target))
+        return
     elif dep.exists:
         now = dep.get_hash().value
     elif dep.is_in_repo:
@@ -244,6 +261,9 @@ def _check_git_outputs(found, name, stage, entry) -> None:
         if not ignored and _git_tracked(folder, out.def_path) is False:
             path = Path(out.fs_path).relative_to(stage.repo.root_dir).as_posix()
             found.uncommitted.append((f"{name}: output {path} is in dvc.lock but not committed", f"git add {path}"))
+            continue
+        if target := dangling(out.fs_path):
+            found.notes.append(dangling_note(name, out.def_path, target))
             continue
         if not out.exists:
             if ignored:

@@ -67,6 +67,8 @@ def check_outputs(repo, root: Path) -> tuple[list[tuple[str, str]], int]:
             if out.def_path not in recorded:
                 continue  # reported by the lock check
             old = lock_check._recorded(recorded[out.def_path])
+            if lock_check.dangling(out.fs_path):
+                continue  # noted by the lock check
             if not out.exists:
                 problems.append((f"{name}: output {out.def_path} is missing", f"dvc pull {name}"))
                 continue
