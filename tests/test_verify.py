@@ -361,3 +361,17 @@ def test_a_committed_link_to_a_file_not_on_this_machine_is_a_note_not_a_tracebac
         code, out, err = verify_in(project, *args, capsys=capsys)
         assert code == 0 and "Traceback" not in err, err
         assert f"verify: note: source: data/source not checked (a link to {archive}, which is not on this" in out
+
+
+def test_rerun_reproduces_and_compares_every_committed_lock(committed, tmp_path, capsys):
+    repo = clone(committed, tmp_path / "c")
+    dvc(repo, "pull")
+    (repo / "release").mkdir()
+    noisy = "python -c \"import random; open('r.txt', 'w').write(open('mid.txt').read() + str(random.random()))\""
+    stage = {"cmd": noisy, "wdir": "..", "deps": ["mid.txt"], "outs": ["r.txt"]}
+    (repo / "release" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"noisy": stage}}))
+    dvc(repo, "repro", "release/dvc.yaml")
+    commit_all(repo, "a second pipeline whose output differs from run to run")
+    assert verify_in(repo, capsys=capsys)[0] == 0
+    code, _, err = verify_in(repo, "--rerun", capsys=capsys)
+    assert code == 1 and "  - rerun: release/dvc.lock: r.txt: committed md5 " in err, err
