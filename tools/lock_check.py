@@ -8,13 +8,16 @@ For every stage of every dvc.yaml (templating and foreach resolved by DVC):
     dvc.lock records; one tracked by a .dvc file is compared with that file's record, so no `dvc pull` is needed;
   * each dependency another stage produces has the hash that stage's own entry records (a stage rerun alone,
     or a lock edited by hand, leaves its consumers stale);
-  * each output kept in git (`cache: false`) that is present has the md5 dvc.lock records;
+  * each output kept in git (`cache: false`, e.g. metrics/) is committed and has the md5 dvc.lock records; one
+    git ignores (data/source, per machine) is compared where present and noted where not;
   * a stage downstream of a stale stage is stale too.
-Dependencies on http(s) or cloud URLs are not checked (that needs the network) and are listed as such.
+Dependencies on http(s) or cloud URLs are not checked (that needs the network) and are listed as such, as are
+links to files that are not on this machine (DVC itself fails on them).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,8 +86,6 @@ def param_changes(key: str, old: object, new: object) -> list[str]:
 
 def dangling(path: str) -> str | None:
     """Where a link at path points, if that is not on this machine (DVC fails hashing it); else None."""
-    import os
-
     return os.readlink(path) if os.path.islink(path) and not os.path.exists(path) else None
 
 
