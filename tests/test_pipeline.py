@@ -130,7 +130,7 @@ def test_train_param_change_reruns_only_the_head_stages(reproduced, tmp_path):
     params = read_params(path)
     params["train"]["dropout"] = 0.3
     write_params(path, params)
-    assert stages_run(repro(path)) == ["train", "evaluate"]  # the export runs on demand
+    assert stages_run(repro(path)) == ["train", "evaluate", "export"]  # the new head, exported
     assert md5_of(path / "models/head.keras") != md5_of(reproduced.path / "models/head.keras")
 
 

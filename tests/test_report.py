@@ -139,6 +139,7 @@ def test_report_shows_metrics_params_f1_changes_and_the_image(project):
 def test_report_warns_when_the_pipeline_is_stale_or_outputs_uncommitted(project, tmp_path):
     repo = clone(project.repo, tmp_path / "clone")
     dvc(repo, "pull")
+    dvc(repo, "repro", "source")  # data/source is per machine (not in git)
     params = read_params(repo)
     params["train"]["dropout"] = 0.7
     write_params(repo, params)
