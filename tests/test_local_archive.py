@@ -128,12 +128,13 @@ def test_a_relative_archive_in_the_repository_is_each_checkouts_own_file(tmp_pat
     assert status(repo) == {}  # the first checkout's archive did not change
 
 
-def test_an_archive_added_with_dvc_under_the_symlink_cache_type_is_followed(tmp_path):
+@pytest.mark.parametrize("cache_type", ["symlink", "hardlink", "copy"])
+def test_an_archive_added_with_dvc_is_followed_under_every_cache_type(tmp_path, cache_type):
     repo = first_stages_repo(tmp_path, "archives/flowers.tar.gz")
-    dvc(repo, "config", "cache.type", "symlink")
+    dvc(repo, "config", "cache.type", cache_type)
     small_archive(repo / "archives/flowers.tar.gz")
     dvc(repo, "add", "archives/flowers.tar.gz")
-    assert (repo / "archives/flowers.tar.gz").is_symlink()  # a link into the DVC cache
+    assert (repo / "archives/flowers.tar.gz").is_symlink() == (cache_type == "symlink")  # symlink: into the cache
     dvc(repo, "repro")
     commit_all(repo, "archive v1 and the run")
     assert status(repo) == {} and verify.main(["--repo", str(repo)]) == 0
