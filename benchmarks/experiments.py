@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict:
     for step, setting in settings:
         steps(f"import_keras_{step}", KERAS_IMPORT, repo)
         before = cache_bytes(repo)
-        log = steps(step, [*dvc, "exp", "run", "-S", setting], repo)
+        log = steps(step, [*dvc, "exp", "run", "evaluate", "-S", setting], repo)
         experiments[step] = {
             "setting": setting,
             "seconds": steps.seconds[step],
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
     variants = [f"train.learning_rate={lr * f:g}" for f in (1.5, 2, 3, 4, 6, 8)][: args.sweep]
     names = []
     for i, setting in enumerate(variants):
-        log = steps(f"queue_{i}", [*dvc, "exp", "run", "--queue", "-S", setting], repo)
+        log = steps(f"queue_{i}", [*dvc, "exp", "run", "--queue", "evaluate", "-S", setting], repo)
         names.append(re.search(r"Queued experiment '([^']+)'", log).group(1))
     before = cache_bytes(repo)
     steps.load["sweep"] = round(os.getloadavg()[0], 2)

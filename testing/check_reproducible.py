@@ -69,7 +69,7 @@ def reproduce(repo: Path, label: str = "run") -> RunReport:
     report = RunReport(Path(repo))
     start = time.perf_counter()
     try:
-        first = scratch_repo.dvc(repo, "repro", "--all-pipelines")  # export (release/dvc.yaml) included
+        first = scratch_repo.dvc(repo, "repro", "--all-pipelines")  # every dvc.yaml of the project
     except scratch_repo.CommandFailed as error:
         report.problems.append(f"{label}: dvc repro failed: {error}")
         return report
@@ -147,15 +147,14 @@ def compare_locks(a: Path, b: Path) -> list[str]:
 
 
 def declared_outputs(repo: Path) -> list[str]:
-    """Every `outs` path of every stage in repo/dvc.yaml and release/dvc.yaml (whose paths are the root's)."""
+    """Every `outs` path of every stage of every dvc.yaml in repo, relative to repo (a stage's paths are its wdir's)."""
     paths = []
-    for pipeline in scratch_repo.PIPELINES:
-        if not (Path(repo) / pipeline).is_file():
-            continue
+    for pipeline in scratch_repo.pipeline_files(Path(repo)):
         spec = yaml.safe_load((Path(repo) / pipeline).read_text(encoding="utf-8"))
         for stage in spec.get("stages", {}).values():
+            base = Path(pipeline).parent / stage.get("wdir", ".")
             for out in stage.get("outs", []):
-                paths.append(next(iter(out)) if isinstance(out, dict) else out)
+                paths.append(os.path.normpath(base / (next(iter(out)) if isinstance(out, dict) else out)))
     return paths
 
 
@@ -205,10 +204,9 @@ def compare_runs(a: Path, b: Path, outputs: list[str] | None = None, lock: bool 
             detail = _json_detail(left, right) if path.endswith(".json") else ""
             problems.append(f"{path}: differs between the runs{detail}")
     if lock:
-        for pipeline in scratch_repo.PIPELINES:
+        for pipeline in scratch_repo.pipeline_files(a):
             lockfile = Path(pipeline).with_name("dvc.lock")
-            if (a / pipeline).is_file():
-                problems += compare_locks(a / lockfile, b / lockfile)
+            problems += compare_locks(a / lockfile, b / lockfile)
     return problems
 
 

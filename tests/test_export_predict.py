@@ -175,7 +175,7 @@ def test_predict_given_the_trained_head_names_the_exported_classifier(exported, 
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [
         f"error: {exported / 'head.keras'} is the trained head (cached features in, not images); pass "
-        f"--model {exported / 'classifier.keras'}, the exported classifier (`dvc repro release/dvc.yaml` writes it)"
+        f"--model {exported / 'classifier.keras'}, the exported classifier (`dvc repro` writes it)"
     ]
 
 
@@ -188,7 +188,7 @@ def test_classes_json_that_does_not_match_the_model_is_refused(exported, tmp_pat
         load_classifier(model_path)
     assert str(caught.value) == (
         f"{model_path} gives {len(classes)} class probabilities but {model_path.with_name('classes.json')} names "
-        f"{len(names)} classes; they come from different runs: export both again with `dvc repro release/dvc.yaml`"
+        f"{len(names)} classes; they come from different runs: export both again with `dvc repro`"
     )
 
 

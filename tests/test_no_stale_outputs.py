@@ -64,14 +64,13 @@ def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_p
     assert dvc(repo, "status", "-q", check=False).returncode == 1
     assert "train" in dvc(repo, "status").stdout
     porcelain = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
-    # data/source (the archive's link or URL, `cache: false`) is meant for git.
     addable = [line for line in porcelain.splitlines() if line[3:].startswith(("data/", "models/"))]
-    assert [line for line in addable if line[3:] != "data/source"] == [], porcelain
+    assert addable == [], porcelain
 
     rerun = dvc(repo, "repro")
-    assert stages_run(f"{rerun.stdout}\n{rerun.stderr}") == ["train", "evaluate"]  # export: release/dvc.yaml
-    assert "Data and pipelines are up to date." in dvc(repo, "status", "dvc.yaml").stdout
+    assert stages_run(f"{rerun.stdout}\n{rerun.stderr}") == ["train", "evaluate", "export"]
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
     porcelain = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
     changed = [line[3:] for line in porcelain.splitlines()]
-    assert changed and not [p for p in changed if p.startswith(("data/", "models/")) and p != "data/source"], porcelain
-    assert all(p in ("dvc.lock", "params.yaml", "data/source") or p.startswith("metrics/") for p in changed), porcelain
+    assert changed and not [p for p in changed if p.startswith(("data/", "models/"))], porcelain
+    assert all(p in ("dvc.lock", "params.yaml") or p.startswith("metrics/") for p in changed), porcelain

@@ -26,7 +26,7 @@ from tools.scratch_repo import md5_of, read_params, small_params, stages_restore
 from transfer.core.params import FeaturesParams, TrainParams
 from transfer.features.cache import load_classes
 
-STAGES = ["source", "download", "extract", "split", "features", "train", "evaluate", "release/dvc.yaml:export"]
+STAGES = ["source", "download", "extract", "split", "features", "train", "evaluate", "export"]
 
 
 @dataclass
@@ -43,7 +43,7 @@ def reproduced(tmp_path_factory, server) -> Reproduced:
     make_archive(archive, layout="official", n_classes=5, per_class=24, size=48, seed=1)
     url = server.add("/records/caltech-101.zip", archive.read_bytes())
     path = make_repo(folder / "repo", small_params(url + "?download=1", md5_of(archive)))
-    first = dvc(path, "repro", "--all-pipelines")  # the export (release/dvc.yaml) too
+    first = dvc(path, "repro")
     return Reproduced(path, f"{first.stdout}\n{first.stderr}")
 
 
@@ -130,7 +130,7 @@ def test_train_param_change_reruns_only_the_head_stages(reproduced, tmp_path):
     params = read_params(path)
     params["train"]["dropout"] = 0.3
     write_params(path, params)
-    assert stages_run(repro(path)) == ["train", "evaluate"]  # the export runs on demand
+    assert stages_run(repro(path)) == ["train", "evaluate", "export"]  # the new head, exported
     assert md5_of(path / "models/head.keras") != md5_of(reproduced.path / "models/head.keras")
 
 

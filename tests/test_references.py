@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.scratch_repo import ROOT
+from tools.scratch_repo import ROOT, pipeline_files
 
 PROJECT_PACKAGES = ("transfer", "stages", "tools", "testing", "tests", "benchmarks")
 
@@ -41,7 +41,7 @@ def tracked_top_level() -> frozenset[str]:
 @cache
 def pipeline_outputs() -> tuple[str, ...]:
     found = []
-    for pipeline in (ROOT / "dvc.yaml", ROOT / "release/dvc.yaml"):
+    for pipeline in (ROOT / name for name in pipeline_files()):
         for stage in yaml.safe_load(pipeline.read_text())["stages"].values():
             for key in ("outs", "metrics", "plots"):
                 for entry in stage.get(key, []):

@@ -21,7 +21,7 @@ import pytest
 from testing.synthetic import make_archive
 from tests.helpers import make_repo, sh
 from tests.http_server import FileServer
-from tools.scratch_repo import ROOT, commit_all, md5_of, small_params, write_params
+from tools.scratch_repo import ROOT, commit_all, md5_of, pipeline_files, small_params, write_params
 
 USER, PASSWORD, QUERY = "urluser-q1w2", "urlpass-e3r4", "query-t5y6"
 TOKEN, HEADER, NETRC_LOGIN, NETRC_PASSWORD = "token-u7i8", "header-o9p0", "netrclogin-z1x2", "netrc-a1s2"
@@ -49,12 +49,6 @@ def leaks(data: bytes) -> list[str]:
     return [name for name, needle in NEEDLES.items() if needle.encode() in data]
 
 
-def pipelines(repo: Path) -> list[str]:
-    """Every dvc.yaml of the repository, the top-level one first."""
-    found = [p.relative_to(repo).as_posix() for p in repo.rglob("dvc.yaml") if ".dvc" not in p.parts]
-    return sorted(found, key=lambda path: (path != "dvc.yaml", path))
-
-
 def readme_tools() -> list[list[str]]:
     """Every `python -m tools.NAME ARGS` command the README shows, as written there."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -65,7 +59,7 @@ def readme_tools() -> list[list[str]]:
 def run_everything(repo: Path) -> tuple[str, list[int]]:
     """Each pipeline, then each README tool command, in repo: what they all printed, and the pipelines' exit codes."""
     log, codes = [], []
-    for pipeline in pipelines(repo):
+    for pipeline in pipeline_files(repo):
         result = sh(repo, sys.executable, "-m", "dvc", "repro", pipeline, check=False)
         log += [f"$ dvc repro {pipeline}", result.stdout, result.stderr]
         codes.append(result.returncode)
@@ -88,7 +82,8 @@ def plant(monkeypatch, netrc: Path, environment: bool) -> None:
 def test_readme_tools_and_pipelines_are_found():
     """The sweep below covers what it finds: the README's tools and every pipeline file."""
     assert {command[0] for command in readme_tools()} >= {"tools.verify", "tools.report"}
-    assert pipelines(ROOT)[0] == "dvc.yaml" and "release/dvc.yaml" in pipelines(ROOT)
+    tracked = sh(ROOT, "git", "ls-files", "dvc.yaml", "*/dvc.yaml").stdout.split()
+    assert pipeline_files(ROOT)[0] == "dvc.yaml" and sorted(pipeline_files(ROOT)) == sorted(tracked)
 
 
 @pytest.mark.e2e

@@ -8,13 +8,18 @@ fixture runs it once and commits; every test works in a `git clone` of that run.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.helpers import wait_for
 from tools import verify
-from tools.scratch_repo import clone, commit_all, dvc, git
+from tools.scratch_repo import clone, commit_all, dvc, git, run, subprocess_env
 
 pytestmark = pytest.mark.e2e
 
@@ -164,7 +169,8 @@ def test_an_edited_metric_kept_in_git_and_an_uncommitted_lock_are_named(committe
     assert git(repo, "diff", "--exit-code", "dvc.lock", check=False).returncode == 0  # the gate that cannot fail
     assert git(repo, "diff", "--exit-code", "HEAD", "--", "dvc.lock", check=False).returncode == 1
     code, _, err = verify_in(repo, capsys=capsys)
-    assert code == 1 and "  - dvc.lock differs from the one committed at HEAD: commit it" in err
+    assert code == 1 and "  - dvc.lock differs from the one committed at HEAD" in err
+    assert "    git add dvc.lock && git commit" in err  # the fix, not `dvc repro`
 
 
 def test_cannot_check_exits_2(committed, tmp_path, capsys):
@@ -187,9 +193,10 @@ def test_outputs_after_pull_match_and_a_changed_or_missing_output_is_named(commi
     (repo / "mid.txt").write_text("tampered\n")
     code, _, err = verify_in(repo, "--outputs", capsys=capsys)
     assert code == 1 and "  - prep: output mid.txt is not what dvc.lock records (md5 " in err
+    assert "  To fix:\n    dvc checkout prep\n" in err  # the command that fixes it, not `dvc repro`
     (repo / "mid.txt").unlink()
     code, _, err = verify_in(repo, "--outputs", capsys=capsys)
-    assert code == 1 and "  - prep: output mid.txt is missing (run `dvc pull` first)" in err
+    assert code == 1 and "  - prep: output mid.txt is missing" in err and "    dvc pull prep\n" in err
 
 
 def test_rerun_passes_on_a_deterministic_run_and_names_what_differs_otherwise(committed, tmp_path, capsys):
@@ -234,4 +241,137 @@ def test_an_on_demand_pipeline_is_checked_once_it_has_been_run(committed, tmp_pa
     dvc(repo, "repro")  # the metrics pipeline only: the on-demand copy is now older than mid.txt
     commit_all(repo, "rerun without the on-demand pipeline")
     code, _, err = verify_in(repo, capsys=capsys)
-    assert code == 1 and "release/dvc.yaml:copy" in err and "dvc repro PATH/dvc.yaml" in err
+    assert code == 1 and "release/dvc.yaml:copy" in err and "    dvc repro release/dvc.yaml " in err
+
+
+def test_a_lock_committed_without_its_metrics_fails_and_names_the_fix(committed, tmp_path, capsys):
+    repo = clone(committed, tmp_path / "c")
+    git(repo, "rm", "-q", "metrics/m.json")  # as if never added: CI's clone has no metrics/
+    git(repo, "commit", "-qm", "dvc.lock without metrics/")
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 1 and "  - report: output metrics/m.json is in dvc.lock but not committed" in err, err
+    assert "    git add metrics/m.json" in err
+
+
+def test_every_lock_must_be_committed(committed, tmp_path, capsys):
+    repo = clone(committed, tmp_path / "c")
+    dvc(repo, "pull")
+    (repo / "release").mkdir()
+    stage = {"cmd": "python -c \"open('copy.txt', 'w').write(open('mid.txt').read())\"", "wdir": ".."}
+    stage.update(deps=["mid.txt"], outs=["copy.txt"])
+    (repo / "release" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"copy": stage}}))
+    dvc(repo, "repro", "release/dvc.yaml")
+    git(repo, "add", "release/dvc.yaml", ".gitignore")
+    git(repo, "reset", "-q", "release/dvc.lock")
+    git(repo, "commit", "-qm", "the pipeline, not its lock")
+    code, _, err = verify_in(repo, capsys=capsys)
+    assert code == 1 and "  - release/dvc.lock is not committed" in err, err
+    assert "    git add release/dvc.lock && git commit" in err
+
+
+@pytest.mark.parametrize("tolerance", ["nan", "inf", "-1", "x"])
+def test_nonsense_arguments_are_refused_before_any_work(committed, tolerance, capsys):
+    with pytest.raises(SystemExit) as usage:
+        verify.main(["--repo", str(committed), "--rerun", "--tolerance", tolerance])
+    assert usage.value.code == 2 and "--tolerance" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        verify.main(["--repo", str(committed / "no-such-folder")])
+    assert usage.value.code == 2
+
+
+def toy_project(path: Path, files: dict[str, str], pipeline: dict, subdir: bool = False, exists_ok=False) -> Path:
+    """A git repository at path holding a DVC project (at path, or in path/proj with `dvc init --subdir`), run once
+    and committed."""
+    project = path / "proj" if subdir else path
+    project.mkdir(parents=True, exist_ok=exists_ok)
+    for name, text in files.items():
+        (project / name).write_text(text)
+    (project / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    (project / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "t@example.com")
+    git(path, "config", "user.name", "t")
+    dvc(project, "init", "-q", *(["--subdir"] if subdir else []))
+    dvc(project, "repro")
+    commit_all(path, "run")
+    return project
+
+
+def test_a_project_in_a_sub_folder_of_its_git_repository_is_checked_and_rerun_from_any_folder(tmp_path, capsys):
+    files = {"prep.py": PREP, "report.py": REPORT, "data.txt": "a\nb\n"}
+    project = toy_project(tmp_path / "outer", files, PIPELINE, subdir=True)
+    code, out, err = verify_in(project, "--rerun", capsys=capsys)
+    assert code == 0 and "a rerun from scratch of HEAD gave the same output hashes and metrics" in out, err
+    # `python -m tools.verify` from a folder inside the project, and from one outside it with --repo
+    inside = run(project / "metrics", sys.executable, "-m", "tools.verify", check=False)
+    assert inside.returncode == 0 and "verify: OK" in inside.stdout, inside.stdout + inside.stderr
+    outside = run(tmp_path, sys.executable, "-m", "tools.verify", "--repo", str(project), check=False)
+    assert outside.returncode == 0 and "verify: OK" in outside.stdout, outside.stdout + outside.stderr
+
+
+SLOW = """
+import os, pathlib, time
+pidfile = os.environ.get("VERIFY_TEST_PIDFILE")
+if pidfile:  # set for the rerun only: the stage waits to be ended
+    pathlib.Path(pidfile).write_text(str(os.getpid()))
+    time.sleep(600)
+open("out.txt", "w").write("x")
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_rerun_ends_it_like_a_stage(tmp_path, signum, status):
+    slow = {"stages": {"slow": {"cmd": "python slow.py", "deps": ["slow.py"], "outs": ["out.txt"]}}}
+    project = toy_project(tmp_path / "repo", {"slow.py": SLOW}, slow)
+    scratch, pidfile = tmp_path / "tmp", tmp_path / "stage.pid"
+    scratch.mkdir()
+    env = {**subprocess_env(), "TMPDIR": str(scratch), "VERIFY_TEST_PIDFILE": str(pidfile)}
+    log = tmp_path / "verify.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tools.verify", "--rerun"], cwd=project, env=env, stdout=out, stderr=out
+        )
+        stage = int(wait_for(lambda: pidfile.is_file() and pidfile.read_text(), "the stage runs", 120, process, log))
+        process.send_signal(signum)
+        assert process.wait(timeout=120) == status, log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text and text.strip().splitlines()[-1] in ("verify: interrupted", "terminated (SIGTERM)")
+    assert list(scratch.iterdir()) == []  # the temporary clone is gone
+    wait_for(lambda: not alive(stage), "the stage has ended", 30)
+
+
+def test_a_committed_link_to_a_file_not_on_this_machine_is_a_note_not_a_traceback(tmp_path, capsys):
+    # What repositories made before data/source left git hold: a link to one machine's archive, in git.
+    archive = tmp_path / "archive.zip"
+    archive.write_text("the archive\n")
+    source = {"cmd": f"ln -sfn {archive} data/source", "outs": [{"data/source": {"cache": False, "persist": True}}]}
+    copy = {"cmd": "cp data/source out.txt", "deps": ["data/source"], "outs": ["out.txt"]}
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    project = toy_project(tmp_path / "repo", {}, {"stages": {"source": source, "copy": copy}}, exists_ok=True)
+    archive.rename(tmp_path / "elsewhere.zip")  # CI's machine, a colleague's
+    for args in ((), ("--outputs",)):
+        code, out, err = verify_in(project, *args, capsys=capsys)
+        assert code == 0 and "Traceback" not in err, err
+        assert f"verify: note: source: data/source not checked (a link to {archive}, which is not on this" in out
+
+
+def test_rerun_reproduces_and_compares_every_committed_lock(committed, tmp_path, capsys):
+    repo = clone(committed, tmp_path / "c")
+    dvc(repo, "pull")
+    (repo / "release").mkdir()
+    noisy = "python -c \"import random; open('r.txt', 'w').write(open('mid.txt').read() + str(random.random()))\""
+    stage = {"cmd": noisy, "wdir": "..", "deps": ["mid.txt"], "outs": ["r.txt"]}
+    (repo / "release" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"noisy": stage}}))
+    dvc(repo, "repro", "release/dvc.yaml")
+    commit_all(repo, "a second pipeline whose output differs from run to run")
+    assert verify_in(repo, capsys=capsys)[0] == 0
+    code, _, err = verify_in(repo, "--rerun", capsys=capsys)
+    assert code == 1 and "  - rerun: release/dvc.lock: r.txt: committed md5 " in err, err

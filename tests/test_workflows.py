@@ -41,8 +41,8 @@ from tools.scratch_repo import (
 
 pytestmark = pytest.mark.e2e
 
-HEAD_STAGES = ["train", "evaluate"]  # what a train.* change reruns; the export runs on demand (release/dvc.yaml)
-EXPORT = "release/dvc.yaml:export"
+HEAD_STAGES = ["train", "evaluate"]  # what a head experiment (`dvc exp run evaluate -S train.*`) runs
+EXPORT = "export"  # and `dvc repro` after a train.* change, the classifier too
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
@@ -89,9 +89,11 @@ def runs(tmp_path_factory) -> Runs:
 
 
 def pulled_clone(runs: Runs, dest: Path) -> Path:
-    """A `git clone` of the first run with its DVC data pulled from the shared remote."""
+    """A `git clone` of the first run with its DVC data pulled from the shared remote, and data/source (made per
+    machine, not in git) made."""
     repo = clone(runs.a, dest)
     dvc(repo, "pull")
+    dvc(repo, "repro", "source")
     return repo
 
 
@@ -133,17 +135,17 @@ def test_second_repro_runs_nothing_and_status_is_clean_with_the_server_gone(runs
 # ------------------------------------------------------------------------------------------- shared cache
 
 
-def test_push_then_pull_in_a_clone_skips_every_stage(runs, tmp_path):
+def test_push_then_pull_in_a_clone_skips_every_stage_but_the_source_link(runs, tmp_path):
     assert len([p for p in runs.remote.rglob("*") if p.is_file()]) > 60  # images, features, models, ...
     repo = clone(runs.a, tmp_path / "clone")
     assert not (repo / "data/features").exists()
     assert status(repo) != {}  # outputs missing before the pull
     dvc(repo, "pull")
-    assert status(repo) == {}
+    assert list(status(repo)) == ["source", "download"]  # data/source is made per machine (not in git)
     result = dvc(repo, "repro")
-    assert stages_run(output(result)) == [] and stages_restored(output(result)) == []
+    assert stages_run(output(result)) == ["source"] and stages_restored(output(result)) == []
     assert "features" in stages_skipped(output(result))
-    assert UP_TO_DATE in output(result)
+    assert status(repo) == {}
     for path in ("data/features/train/features.npy", "models/head.keras", "models/classifier.keras"):
         assert md5_of(repo / path) == md5_of(runs.a / path)
     assert git(repo, "status", "--porcelain").stdout == ""
@@ -159,7 +161,7 @@ def test_metrics_and_params_diff_across_commits(runs, tmp_path):
     params["train"]["dropout"] = 0.3
     write_params(repo, params)
     result = dvc(repo, "repro")
-    assert stages_run(output(result)) == HEAD_STAGES
+    assert stages_run(output(result)) == [*HEAD_STAGES, EXPORT]
     commit_all(repo, "dropout 0.3")
     old, new = metrics_of(runs.a), metrics_of(repo)
     assert new["loss"] != old["loss"]
@@ -204,7 +206,7 @@ def cache_bytes(repo: Path) -> int:
 def test_experiment_reruns_only_the_head_and_is_listed_beside_the_baseline(runs, tmp_path):
     repo = pulled_clone(runs, tmp_path / "clone")
     cache_before = cache_bytes(repo)
-    result = dvc(repo, "exp", "run", "-S", "train.dropout=0.3")
+    result = dvc(repo, "exp", "run", "evaluate", "-S", "train.dropout=0.3")  # the README's head experiment
     log = output(result)
     assert stages_run(log) == HEAD_STAGES
     assert "features" in stages_skipped(log) and "Running stage 'features'" not in log
@@ -229,7 +231,7 @@ def test_experiment_reruns_only_the_head_and_is_listed_beside_the_baseline(runs,
 
     # The experiment worth keeping: its classifier is one command away, and then nothing is stale.
     assert list(status(repo)) == [EXPORT]
-    exported = output(dvc(repo, "repro", "release/dvc.yaml"))
+    exported = output(dvc(repo, "repro"))
     assert stages_run(exported) == [EXPORT] and "train" in stages_skipped(exported)
     assert md5_of(repo / "models/classifier.keras") != md5_of(runs.a / "models/classifier.keras")
     assert status(repo) == {}
@@ -237,7 +239,7 @@ def test_experiment_reruns_only_the_head_and_is_listed_beside_the_baseline(runs,
 
 def test_queued_experiment_runs_in_the_background(runs, tmp_path):
     repo = pulled_clone(runs, tmp_path / "clone")
-    queued = output(dvc(repo, "exp", "run", "--queue", "-S", "train.dropout=0.7"))
+    queued = output(dvc(repo, "exp", "run", "--queue", "evaluate", "-S", "train.dropout=0.7"))
     name = queued.split("Queued experiment '")[1].split("'")[0]
     assert status(repo) == {}  # queueing runs nothing in the workspace
     # `dvc queue start` returns at once (the worker runs in the background); `dvc exp run --run-all` runs the queue
@@ -246,7 +248,8 @@ def test_queued_experiment_runs_in_the_background(runs, tmp_path):
     line = next((row for row in dvc(repo, "queue", "status").stdout.splitlines() if name in row), "")
     assert run_all.returncode == 0 and "Success" in line, output(run_all)[-4000:]
     log = dvc(repo, "queue", "logs", name).stdout
-    assert stages_run(log) == HEAD_STAGES and "features" in stages_skipped(log)
+    # The queue runs in a temporary clone, which makes its own data/source (per machine, not in git): a second.
+    assert stages_run(log) == ["source", *HEAD_STAGES] and "features" in stages_skipped(log)
 
     rows = {row["rev"] if row["typ"] == "baseline" else row["Experiment"]: row for row in exp_show_rows(repo)}
     assert rows["main"]["train.dropout"] == "0.5" and float(rows["main"]["loss"]) == metrics_of(runs.a)["loss"]

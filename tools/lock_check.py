@@ -8,13 +8,17 @@ For every stage of every dvc.yaml (templating and foreach resolved by DVC):
     dvc.lock records; one tracked by a .dvc file is compared with that file's record, so no `dvc pull` is needed;
   * each dependency another stage produces has the hash that stage's own entry records (a stage rerun alone,
     or a lock edited by hand, leaves its consumers stale);
-  * each output kept in git (`cache: false`) that is present has the md5 dvc.lock records;
+  * each output kept in git (`cache: false`, e.g. metrics/) is committed and has the md5 dvc.lock records; one
+    git ignores (data/source, per machine) is compared where present and noted where not;
   * a stage downstream of a stale stage is stale too.
-Dependencies on http(s) or cloud URLs are not checked (that needs the network) and are listed as such.
+Dependencies on http(s) or cloud URLs are not checked (that needs the network) and are listed as such, as are
+links to files that are not on this machine (DVC itself fails on them).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ MISSING = "(absent)"
 class Findings:
     problems: dict[str, list[str]] = field(default_factory=dict)  # stage -> reasons
     notes: list[str] = field(default_factory=list)
+    uncommitted: list[tuple[str, str]] = field(default_factory=list)  # (problem, the command that fixes it)
     counts: dict[str, int] = field(default_factory=lambda: {"stages": 0, "files": 0, "params": 0, "outputs": 0})
 
     def add(self, stage: str, reason: str) -> None:
@@ -80,6 +85,18 @@ def param_changes(key: str, old: object, new: object) -> list[str]:
             if left.get(name, MISSING) != right.get(name, MISSING)
         ]
     return [redact_text(f"{key}: {old!r} -> {new!r}")]
+
+
+def dangling(path: str) -> str | None:
+    """Where a link at path points, if that is not on this machine (DVC fails hashing it); else None."""
+    return os.readlink(path) if os.path.islink(path) and not os.path.exists(path) else None
+
+
+def dangling_note(name: str, path: str, target: str) -> str:
+    return (
+        f"{name}: {path} not checked (a link to {target}, which is not on this machine; a committed data/source: "
+        f"`git rm --cached {path}` and commit, docs/reproducibility.md)"
+    )
 
 
 def _is_local(out) -> bool:
@@ -188,6 +205,9 @@ def _check_dep(repo, found, name, dep, locked, producers, tracked, lock_of, root
         return
     if dep.fs_path in tracked:  # data added with `dvc add`: its .dvc file holds the hash
         now = _recorded(tracked[dep.fs_path].hash_info.to_dict())
+    elif target := dangling(dep.fs_path):
+        found.notes.append(dangling_note(name, path, target))
+        return
     elif dep.exists:
         now = dep.get_hash().value
     elif dep.is_in_repo:
@@ -221,15 +241,43 @@ def _check_params(found, name, stage, entry) -> None:
                 found.add(name, f"param {change} ({dep.def_path})")
 
 
+def _git_tracked(root: Path, path: str) -> bool | None:
+    """Whether git's HEAD holds path (a file, or files under a folder); None where git cannot say."""
+    result = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", "HEAD", "--", path], cwd=root, capture_output=True, text=True
+    )
+    return bool(result.stdout.strip()) if result.returncode == 0 else None
+
+
+def _git_ignored(root: Path, path: str) -> bool:
+    return subprocess.run(["git", "check-ignore", "-q", path], cwd=root, capture_output=True).returncode == 0
+
+
 def _check_git_outputs(found, name, stage, entry) -> None:
+    """Outputs DVC does not cache: those kept in git (metrics/) must be committed and match dvc.lock; one git
+    ignores (data/source, made per machine) is compared where it is present and noted where it is not."""
     locked = _by_path(entry.get("outs"))
     for out in stage.outs:
-        if out.use_cache or out.def_path not in locked or not out.exists:
+        if out.use_cache or out.def_path not in locked:
+            continue
+        folder = Path(stage.wdir)
+        ignored = _git_ignored(folder, out.def_path)
+        if not ignored and _git_tracked(folder, out.def_path) is False:
+            path = Path(out.fs_path).relative_to(stage.repo.root_dir).as_posix()
+            found.uncommitted.append((f"{name}: output {path} is in dvc.lock but not committed", f"git add {path}"))
+            continue
+        if target := dangling(out.fs_path):
+            found.notes.append(dangling_note(name, out.def_path, target))
+            continue
+        if not out.exists:
+            if ignored:
+                found.notes.append(f"{name}: {out.def_path} not checked (not in this checkout; `dvc repro` makes it)")
             continue
         found.counts["outputs"] += 1
         old, now = _recorded(locked[out.def_path]), out.get_hash().value
         if old != now:
-            found.add(name, f"output {out.def_path} (kept in git) is not what dvc.lock records (md5 {old}, now {now})")
+            where = "" if ignored else " (kept in git)"
+            found.add(name, f"output {out.def_path}{where} is not what dvc.lock records (md5 {old}, now {now})")
 
 
 def _mark_downstream(found, stages, root) -> None:

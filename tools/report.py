@@ -123,9 +123,9 @@ def image_section(repo: Path, image_url: str | None) -> list[str]:
 def stale_notes(repo: Path) -> list[str]:
     """Warnings that the numbers below may not be what the commit claims: a stale pipeline, uncommitted outputs."""
     notes = []
-    # The pipeline the metrics come from (dvc.yaml); release/dvc.yaml's export is stale after any head change
+    # The stages the metrics come from (evaluate and its upstream); the export is stale after any head change
     # until someone exports, which says nothing about the metrics.
-    status_text = _dvc(repo, "status", "dvc.yaml", "--json")
+    status_text = _dvc(repo, "status", "--with-deps", "evaluate", "--json")
     status = json.loads(status_text[status_text.index("{") :]) if "{" in status_text else {}
     if status:
         notes.append(

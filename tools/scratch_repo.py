@@ -20,7 +20,32 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("dvc.yaml", "release", "params.yaml", "stages", "transfer", "tools", ".gitignore", ".dvcignore")
+PROJECT_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    "requirements.txt",
+    "stages",
+    "transfer",
+    "tools",
+    ".gitignore",
+    ".dvcignore",
+)
+# Folders that never hold a pipeline file of the project (outputs, environments, benchmark work).
+_NOT_PIPELINES = {"data", "models", "metrics", "benchmarks", "tests", "testing", "__pycache__"}
+
+
+def pipeline_files(root: Path = ROOT) -> tuple[str, ...]:
+    """Every dvc.yaml of the project (POSIX paths relative to root), the top-level one first: what `dvc status`
+    and `dvc checkout` look at, so what the project's checks cover (an added finetune/dvc.yaml included)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_PIPELINES and "egg-info" not in d)
+        if "dvc.yaml" in files:
+            found.append((Path(folder) / "dvc.yaml").relative_to(root).as_posix())
+    return tuple(sorted(found, key=lambda path: (path != "dvc.yaml", path)))
+
+
+PIPELINE_FILES = pipeline_files()
 
 
 class CommandFailed(RuntimeError):
@@ -103,9 +128,10 @@ def copy_pipeline(dest: Path, source: Path = ROOT) -> Path:
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
+    folders = {Path(path).parts[0] for path in pipeline_files(Path(source)) if path != "dvc.yaml"}
+    for name in (*PROJECT_FILES, *sorted(folders)):
         origin = Path(source) / name
-        if not origin.exists():  # an older checkout (benchmarks' --code) may lack one, e.g. release/
+        if not origin.exists():  # an older checkout (benchmarks' --code) may lack one
             continue
         if origin.is_dir():
             shutil.copytree(origin, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -141,17 +167,12 @@ def commit_all(repo: Path, message: str) -> None:
     git(repo, "commit", "-qm", message)
 
 
-# The pipeline's dvc.yaml files: `dvc repro` runs the first; release/dvc.yaml's export runs on demand, or with
-# `dvc repro --all-pipelines`, and DVC names its stages with the file: 'release/dvc.yaml:export'.
-PIPELINES = ("dvc.yaml", "release/dvc.yaml")
-
-
 def stage_names(repo: Path, all_pipelines: bool = False) -> list[str]:
-    """The stages dvc.yaml declares, in file order (all_pipelines: then release/dvc.yaml's, as DVC names them)."""
+    """The stages dvc.yaml declares, in file order (all_pipelines: then every other dvc.yaml's, as DVC names them:
+    'finetune/dvc.yaml:finetune')."""
     names = []
-    for pipeline in PIPELINES if all_pipelines else PIPELINES[:1]:
-        path = Path(repo) / pipeline
-        stages = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"] if path.is_file() else {}
+    for pipeline in pipeline_files(Path(repo)) if all_pipelines else ("dvc.yaml",):
+        stages = yaml.safe_load((Path(repo) / pipeline).read_text(encoding="utf-8"))["stages"]
         names += [name if pipeline == "dvc.yaml" else f"{pipeline}:{name}" for name in stages]
     return names
 

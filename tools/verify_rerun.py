@@ -1,19 +1,25 @@
-"""tools/verify.py --rerun: reproduce the committed pipeline from scratch in a temporary clone of HEAD and compare
-with what is committed: each output's hash in the new dvc.lock against the committed dvc.lock, and every number in
-the JSON files under metrics/ against the committed ones, within a tolerance."""
+"""tools/verify.py --rerun: reproduce every committed pipeline from scratch in a temporary clone of HEAD and compare
+with what is committed: each output's hash in every new dvc.lock against the committed one, and every number in
+the JSON files under metrics/ against the committed ones, within a tolerance. A project in a sub-folder of its git
+repository is reproduced in that sub-folder of the clone. `dvc repro` runs in a process group of its own, so that
+Ctrl-C or SIGTERM ends it and its stages before the clone is removed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from tools.scratch_repo import CommandFailed, dvc, run
+from tools.scratch_repo import CommandFailed, dvc, run, subprocess_env
 
 # Metrics are written rounded to 6 decimals (transfer/core/files.py write_json). On one platform a rerun gives the same
 # bytes, so the same numbers; 1e-6 only forgives a last-digit rounding flip. Across CPUs/GPUs float results differ
@@ -71,33 +77,88 @@ def compare_metrics(committed: dict, rerun: dict, tolerance: float) -> list[str]
     return problems
 
 
-def compare_outputs(committed: dict, rerun: dict) -> list[str]:
+def compare_outputs(committed: dict, rerun: dict, lock: str = "dvc.lock") -> list[str]:
     old, new = _outs(committed), _outs(rerun)
+    where = "" if lock == "dvc.lock" else f"{lock}: "
     return [
-        f"{path}: committed md5 {old.get(path)}, rerun md5 {new.get(path)}"
+        f"{where}{path}: committed md5 {old.get(path)}, rerun md5 {new.get(path)}"
         for path in sorted(set(old) | set(new))
         if old.get(path) != new.get(path)
     ]
 
 
+def _locks(project: Path) -> dict[str, dict]:
+    """{path relative to the project: parsed dvc.lock} for the lock of every dvc.yaml in the project."""
+    found = {}
+    for lock in sorted(project.rglob("dvc.lock")):
+        if ".dvc" not in lock.relative_to(project).parts and (lock.parent / "dvc.yaml").is_file():
+            found[lock.relative_to(project).as_posix()] = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    return found
+
+
+def _repro(project: Path, timeout: float) -> None:
+    """`dvc repro --force --all-pipelines` in a process group of its own; ended with its stages on any exception
+    here (Ctrl-C, SIGTERM turned into an exception, a timeout)."""
+    args = [sys.executable, "-m", "dvc", "repro", "--force", "--all-pipelines"]
+    process = subprocess.Popen(
+        args,
+        cwd=project,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except BaseException:
+        _end_group(process)
+        raise
+    if process.returncode != 0:
+        raise CannotRerun(f"{' '.join(args[1:])} exited {process.returncode}\n{output[-6000:]}")
+
+
+def _end_group(process: subprocess.Popen) -> None:
+    for signum, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        with contextlib.suppress(ProcessLookupError):  # the stages' own workers may outlive the leader briefly
+            os.killpg(process.pid, signal.SIGKILL)
+        return
+
+
 def rerun(root: Path, tolerance: float, outputs: bool = True, workdir: Path | None = None) -> list[str]:
-    """Clone HEAD of the repository at root, `dvc repro` it from scratch, return the differences."""
+    """Clone HEAD of the git repository holding the DVC project at root, `dvc repro` every pipeline from scratch,
+    return the differences."""
     work = Path(workdir or tempfile.mkdtemp(prefix="verify-rerun-"))
     clone = work / "clone"
     try:
         try:
-            run(work, "git", "clone", "-q", "--no-hardlinks", str(root), str(clone))
-            committed_lock = yaml.safe_load((clone / "dvc.lock").read_text(encoding="utf-8")) or {}
-            committed_metrics = metrics_of(clone / "metrics")
+            top = Path(run(root, "git", "rev-parse", "--show-toplevel").stdout.strip())
+            run(work, "git", "clone", "-q", "--no-hardlinks", str(top), str(clone))
+            project = clone / Path(root).resolve().relative_to(top.resolve())
+            committed_locks = _locks(project)
+            if not committed_locks:
+                raise CannotRerun("no dvc.lock is committed: nothing to compare with")
+            committed_metrics = metrics_of(project / "metrics")
             # An empty cache of its own (nothing restored from the user's run-cache), no remote used.
-            dvc(clone, "config", "--local", "cache.dir", str(work / "cache"))
-            print(f"verify: dvc repro from scratch in {clone} ...", flush=True)
-            dvc(clone, "repro", "--force", timeout=24 * 3600)  # --force: outputs kept in git are there already
-        except (CommandFailed, subprocess.TimeoutExpired, OSError) as error:
+            dvc(project, "config", "--local", "cache.dir", str(work / "cache"))
+            print(f"verify: dvc repro from scratch in {project} ...", flush=True)
+            _repro(project, timeout=24 * 3600)  # --force: outputs kept in git are there already
+        except (CommandFailed, subprocess.TimeoutExpired, OSError, ValueError) as error:
             raise CannotRerun(str(error)) from error
-        rerun_lock = yaml.safe_load((clone / "dvc.lock").read_text(encoding="utf-8")) or {}
-        problems = compare_outputs(committed_lock, rerun_lock) if outputs else []
-        return problems + compare_metrics(committed_metrics, metrics_of(clone / "metrics"), tolerance)
+        rerun_locks = _locks(project)
+        problems = []
+        if outputs:
+            for lock in sorted(set(committed_locks) | set(rerun_locks)):
+                problems += compare_outputs(committed_locks.get(lock, {}), rerun_locks.get(lock, {}), lock)
+        return problems + compare_metrics(committed_metrics, metrics_of(project / "metrics"), tolerance)
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -9,7 +9,7 @@ image, a folder with none or an entry in one that cannot be read (a link cycle),
 reason, the others are still classified, and the exit status is 1. A name that is not UTF-8 is printed with each
 undecodable byte as `\\xNN`, so the JSON stays valid UTF-8. Runs from any directory as the `predict` command that
 `setup.sh` installs into .venv (or `python -m transfer.artifacts.predict`); the default model is the project's
-models/classifier.keras. Not a pipeline stage: it uses what `dvc repro release/dvc.yaml` exported.
+models/classifier.keras. Not a pipeline stage: it uses what `dvc repro` exported.
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ def _read_classes(path: Path) -> list[str]:
     try:
         classes = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise StageError(
-            f"{path} is not a readable class list ({error}); export again with `dvc repro release/dvc.yaml`"
-        ) from None
+        raise StageError(f"{path} is not a readable class list ({error}); export again with `dvc repro`") from None
     if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
-        raise StageError(f"{path} is not a list of class names; export again with `dvc repro release/dvc.yaml`")
+        raise StageError(f"{path} is not a list of class names; export again with `dvc repro`")
     return classes
 
 
@@ -51,7 +49,7 @@ def _check_exported(model, model_path: Path, classes_path: Path, classes: list[s
         raise StageError(
             f"{model_path} is the trained head (cached features in, not images); pass --model "
             f"{model_path.with_name('classifier.keras')}, the exported classifier "
-            "(`dvc repro release/dvc.yaml` writes it)"
+            "(`dvc repro` writes it)"
         )
     layers = {layer.name for layer in model.layers}
     shapes = [tuple(tensor.shape) for tensor in (*model.inputs, *model.outputs)]
@@ -59,12 +57,12 @@ def _check_exported(model, model_path: Path, classes_path: Path, classes: list[s
         raise StageError(
             f"{model_path} is not a classifier exported by this project (inputs and outputs {shapes}, "
             f"{'a' if 'resize' in layers else 'no'} resize layer); pass the models/classifier.keras that "
-            "`dvc repro release/dvc.yaml` writes"
+            "`dvc repro` writes"
         )
     if shapes[1][-1] != len(classes):
         raise StageError(
             f"{model_path} gives {shapes[1][-1]} class probabilities but {classes_path} names {len(classes)} "
-            "classes; they come from different runs: export both again with `dvc repro release/dvc.yaml`"
+            "classes; they come from different runs: export both again with `dvc repro`"
         )
 
 
@@ -74,8 +72,7 @@ def load_classifier(model_path: Path):
     for path in (model_path, classes_path):
         if not path.is_file():
             raise StageError(
-                f"{path} not found; run `dvc repro` and `dvc repro release/dvc.yaml` in {PROJECT} to train and "
-                "export the classifier, or pass --model"
+                f"{path} not found; run `dvc repro` in {PROJECT} to train and export the classifier, or pass --model"
             )
     classes = _read_classes(classes_path)
     keras = devices.use("tensorflow")
