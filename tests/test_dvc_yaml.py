@@ -19,8 +19,9 @@ import yaml
 from tools.scratch_repo import ROOT
 from transfer.core import params
 
-# The pipeline's stages: dvc.yaml's, and release/dvc.yaml's export (run on demand; its paths are the root's).
-PIPELINES = ("dvc.yaml", "release/dvc.yaml")
+# The pipeline's stages: dvc.yaml's, and the on-demand export (release/) and finetune (finetune/), whose paths
+# are the root's.
+PIPELINES = ("dvc.yaml", "release/dvc.yaml", "finetune/dvc.yaml")
 STAGES = {
     name: stage
     for pipeline in PIPELINES
@@ -236,12 +237,19 @@ def test_every_cached_output_is_ignored_by_the_committed_gitignore(tmp_path):
     assert ignored(paths, tmp_path) == dict.fromkeys(paths, True)
 
 
+# Outputs neither cached nor tracked: the fine-tuned model (finetune/dvc.yaml runs on demand; see its comment).
+UNCACHED_IGNORED = ["models/finetuned.keras"]
+
+
 def test_git_tracked_outputs_are_not_ignored_but_their_temporaries_are(tmp_path):
-    tracked = outputs(cached=False)
+    tracked = [path for path in outputs(cached=False) if path not in UNCACHED_IGNORED]
     assert "metrics/train/metrics.json" in tracked and "metrics/test.json" in tracked
+    assert "metrics/finetune/test.json" in tracked
     assert ignored(tracked, tmp_path) == dict.fromkeys(tracked, False)
+    assert ignored(UNCACHED_IGNORED, tmp_path) == dict.fromkeys(UNCACHED_IGNORED, True)
     # train's DVCLive folder and evaluate's files are written as temporary siblings first (atomic_output).
     temporaries = ["metrics/.train.tmp/metrics.json", "metrics/.test.json.tmp", "models/.head.keras.tmp.keras"]
+    temporaries += ["models/.finetuned.keras.tmp-resume/state.npz"]
     assert ignored(temporaries, tmp_path) == dict.fromkeys(temporaries, True)
 
 

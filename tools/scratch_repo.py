@@ -20,7 +20,17 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("dvc.yaml", "release", "params.yaml", "stages", "transfer", "tools", ".gitignore", ".dvcignore")
+PROJECT_FILES = (
+    "dvc.yaml",
+    "release",
+    "finetune",
+    "params.yaml",
+    "stages",
+    "transfer",
+    "tools",
+    ".gitignore",
+    ".dvcignore",
+)
 
 
 class CommandFailed(RuntimeError):
@@ -76,6 +86,7 @@ def small_params(url: str, md5: str | None, **overrides) -> dict:
     params["features"].update(weights=None, image_size=32, batch_size=32)
     # Enough steps for the small head to learn the generated classes well above chance.
     params["train"].update(epochs=30, batch_size=16, learning_rate=0.003, hidden_units=128)
+    params["finetune"].update(epochs=2, batch_size=8)
     for key, value in overrides.items():
         section, name = key.split(".")
         params[section][name] = value
