@@ -72,7 +72,8 @@ def finetune(
     data = manifests(images_dir, split_dir, classes)
     keras = devices.use(features.backend)
     device = devices.prepare_device(features.backend)
-    memory.check_fits(features, len(data["train"][0]), device.startswith("GPU"), batch_size=config.batch_size)
+    on_gpu, largest_part = device.startswith("GPU"), max(len(part[0]) for part in data.values())
+    memory.check_fits(features, largest_part, on_gpu, batch_size=config.batch_size, unfreeze=config.unfreeze)
     # A fresh Keras session: the names Keras numbers (input_layer_3) and so the file's bytes do not depend on what
     # the process built before (tests run the stage several times in one process).
     keras.backend.clear_session()
@@ -87,7 +88,6 @@ def finetune(
     )
     scratch = Path(model_path).with_name(f".{Path(model_path).name}.tmp-resume")
     checkpoint = loop.Checkpoint(scratch, _fingerprint([features, config], head_path, data, classes))
-    largest_part = max(len(part[0]) for part in data.values())
     with ImageDecoder(features.image_size, min(config.batch_size, largest_part)) as dec:
         history = loop.fit(model, dec, data, config, checkpoint)
         files, labels, names = data["test"]
