@@ -152,13 +152,14 @@ def commit_all(repo: Path, message: str) -> None:
     git(repo, "commit", "-qm", message)
 
 
-# The pipeline's dvc.yaml files: `dvc repro` runs the first; release/dvc.yaml's export runs on demand, or with
-# `dvc repro --all-pipelines`, and DVC names its stages with the file: 'release/dvc.yaml:export'.
-PIPELINES = ("dvc.yaml", "release/dvc.yaml")
+# The pipeline's dvc.yaml files: `dvc repro` runs the first; release/dvc.yaml's export and finetune/dvc.yaml's
+# fine-tuning run on demand, or with `dvc repro --all-pipelines`, and DVC names their stages with the file:
+# 'release/dvc.yaml:export'.
+PIPELINES = ("dvc.yaml", "release/dvc.yaml", "finetune/dvc.yaml")
 
 
 def stage_names(repo: Path, all_pipelines: bool = False) -> list[str]:
-    """The stages dvc.yaml declares, in file order (all_pipelines: then release/dvc.yaml's, as DVC names them)."""
+    """The stages dvc.yaml declares, in file order (all_pipelines: then the on-demand ones, as DVC names them)."""
     names = []
     for pipeline in PIPELINES if all_pipelines else PIPELINES[:1]:
         path = Path(repo) / pipeline
