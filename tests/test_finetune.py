@@ -113,12 +113,44 @@ def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run
     assert not (tmp_path / "c/.finetuned.keras.tmp-resume").exists()
 
 
-def test_the_finetuned_model_is_a_classifier_with_its_class_names(prepared, tmp_path):
+@pytest.fixture(scope="module")
+def finetuned(prepared, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("finetuned")
+    run(prepared, out, epochs=1)
+    return out / "finetuned.keras"
+
+
+def test_the_finetuned_model_is_a_classifier_with_its_class_names(prepared, finetuned):
     from transfer.artifacts.predict import load_classifier
 
-    run(prepared, tmp_path, epochs=1)
-    model, classes, image_size = load_classifier(tmp_path / "finetuned.keras")
+    model, classes, image_size = load_classifier(finetuned)
     assert classes == json.loads((prepared["features"] / "classes.json").read_text()) and image_size == 32
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_plain_keras_loads_the_finetuned_model_without_the_project(finetuned, tmp_path, backend):
+    import subprocess
+    import sys
+    import sysconfig
+
+    from tests.test_export_predict import PLAIN_CLIENT
+    from tools.scratch_repo import subprocess_env
+    from transfer.artifacts.predict import load_classifier
+
+    images = np.random.default_rng(1).integers(0, 256, (2, 45, 33, 3)).astype(np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    (tmp_path / "client.py").write_text(PLAIN_CLIENT)
+    command = [sys.executable, "-S", "client.py", sysconfig.get_paths()["purelib"], str(finetuned)]
+    env = {**subprocess_env(), "KERAS_BACKEND": backend}
+    result = subprocess.run(
+        [*command, str(tmp_path / "images.npy")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    model, classes, _ = load_classifier(finetuned)
+    assert answer["backend"] == backend and answer["classes"] == classes
+    np.testing.assert_allclose(answer["probabilities"], np.asarray(model.predict_on_batch(images)), atol=1e-5)
 
 
 def test_augmentation_is_a_seeded_crop_and_flip(prepared):
