@@ -27,7 +27,7 @@ from transfer.core.cli import run
 from transfer.core.errors import StageError
 from transfer.core.images import SUFFIXES, ImageError, load_image
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]  # transfer/artifacts/predict.py -> the repository
 DEFAULT_MODEL = PROJECT / "models" / "classifier.keras"
 BATCH_SIZE = 32
 NOT_AN_IMAGE = "not an image file (unrecognised content)"  # transfer/core/images.py's reason for other files
