@@ -57,17 +57,12 @@ def per_class_rows(labels: np.ndarray, predicted: np.ndarray, classes: list[str]
     return [[name, precision[i], recall[i], f1[i], int(columns[3][i])] for i, name in enumerate(classes)]
 
 
-def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir: Path) -> dict:
+def write_results(metrics_dir: Path, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], paths) -> dict:
+    """test.json, per_class.csv, predictions.csv and confusion_matrix.png in metrics_dir, from the test images'
+    labels and class probabilities (rows summing to 1); the scores. The fine-tuning stage writes the same."""
     from transfer.head.plots import plot_confusion
 
-    if not Path(model_path).is_file():
-        raise StageError(f"{model_path} not found; run `dvc repro train` first")
-    classes = load_classes(features_dir)
-    features, labels = load_part(features_dir, "test")
-    probabilities = np.asarray(predict(model_path, features), dtype=np.float64)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax sums drift from 1
     predicted = probabilities.argmax(axis=1)
-
     metrics_dir = Path(metrics_dir)
     results = score(labels, probabilities)
     write_json(metrics_dir / "test.json", results)
@@ -76,11 +71,6 @@ def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir:
         ["class", "precision", "recall", "f1", "support"],
         per_class_rows(labels, predicted, classes),
     )
-    paths = read_manifest(split_dir, "test")["path"].tolist()
-    if len(paths) != len(labels):
-        raise StageError(
-            f"{split_dir}/test.csv lists {len(paths)} images, the cached features {len(labels)}; rerun `dvc repro`"
-        )
     names = np.array(classes)
     write_csv(
         metrics_dir / "predictions.csv",
@@ -88,12 +78,28 @@ def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir:
         zip(paths, names[labels].tolist(), names[predicted].tolist(), strict=True),
     )
     plot_confusion(labels, predicted, classes, metrics_dir / "confusion_matrix.png")
-    print(
-        "evaluate: "
-        + ", ".join(
-            f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in results.items()
+    return results
+
+
+def summary(stage: str, results: dict) -> str:
+    values = (f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in results.items())
+    return f"{stage}: " + ", ".join(values)
+
+
+def evaluate(features_dir: Path, split_dir: Path, model_path: Path, metrics_dir: Path) -> dict:
+    if not Path(model_path).is_file():
+        raise StageError(f"{model_path} not found; run `dvc repro train` first")
+    classes = load_classes(features_dir)
+    features, labels = load_part(features_dir, "test")
+    probabilities = np.asarray(predict(model_path, features), dtype=np.float64)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax sums drift from 1
+    paths = read_manifest(split_dir, "test")["path"].tolist()
+    if len(paths) != len(labels):
+        raise StageError(
+            f"{split_dir}/test.csv lists {len(paths)} images, the cached features {len(labels)}; rerun `dvc repro`"
         )
-    )
+    results = write_results(metrics_dir, labels, probabilities, classes, paths)
+    print(summary("evaluate", results))
     return results
 
 

@@ -1,7 +1,9 @@
 """Stage 7: export one Keras model that classifies raw images: resize, preprocess, backbone, head.
 
 models/classifier.keras takes RGB images of any size (uint8 or float, 0-255) and returns class
-probabilities; models/classes.json beside it names the classes in output order.
+probabilities; it is built from Keras' own layers and carries the class names (transfer/artifacts/classifier.py), so
+`keras.saving.load_model` loads it without this project, on any backend. models/classes.json beside it names the
+classes too, in output order, for clients that read JSON.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def export(head_path: Path, features_dir: Path, classifier_path: Path, config: p
     if not Path(head_path).is_file():
         raise StageError(f"{head_path} not found; run `dvc repro train` first")
     classes = load_classes(features_dir)
-    classifier = build_classifier(keras.models.load_model(head_path, compile=False), config)
+    classifier = build_classifier(keras.models.load_model(head_path, compile=False), config, classes)
     classifier_path = Path(classifier_path)
     with atomic_output(classifier_path, suffix=".keras") as tmp:
         save_model(classifier, tmp)

@@ -1,14 +1,14 @@
 """Stage 0: data/source, what the download stage depends on, so that DVC sees a local archive change.
 
-For a local path or file:// URL, data/source is a symbolic link to the archive as data.url names it: a relative
-path stays relative (each checkout tracks its own file), and a link in that path (a "latest" link, an archive
-added with `dvc add` under any cache type) is followed each time DVC hashes data/source, never resolved once.
-DVC hashes what the link points to, so an archive replaced with other bytes shows in `dvc status` as a modified
-output of this stage, and `dvc repro` reruns it, download and all that follows; the same bytes written again
-change no hash and rerun nothing. For an http(s) URL it is a one-line file holding the URL (its password and query string shown as ***), written
-without going to the network: an http(s) URL listed as a DVC dependency would make every `dvc status` ask the server.
-data/source describes this machine's file, so it is not kept in git (.gitignore): a link committed on one machine
-dangles on another, and DVC then fails on every command (docs/reproducibility.md).
+For a local path or file:// URL, data/source is a symbolic link to the archive as data.url names it: a relative path
+stays relative (each checkout tracks its own file), and a link in that path (a "latest" link, an archive added with
+`dvc add` under any cache type) is followed each time DVC hashes data/source, never resolved once. DVC hashes what
+the link points to, so an archive replaced with other bytes shows in `dvc status` as a modified output of this
+stage, and `dvc repro` reruns it, download and all that follows; the same bytes written again change no hash and
+rerun nothing. For an http(s) URL it is a one-line file holding the URL (its password and query string shown as
+***), written without going to the network: an http(s) URL listed as a DVC dependency would make every `dvc status`
+ask the server. data/source describes this machine's file, so it is not kept in git (.gitignore): a link committed
+on one machine dangles on another, and DVC then fails on every command (docs/reproducibility.md).
 """
 
 from __future__ import annotations

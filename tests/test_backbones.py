@@ -29,14 +29,24 @@ def test_preprocessing_is_identical_to_keras_preprocess_input(name):
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
     module = importlib.import_module(f"keras.applications.{KERAS_MODULES[name]}")
     expected = module.preprocess_input(pixels.copy())  # works in place on NumPy arrays
-    layer = backbones.Preprocess(backbones.BACKBONES[name].preprocess)
-    np.testing.assert_allclose(np.asarray(layer(pixels)), expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(preprocess(backbones.BACKBONES[name].preprocess, pixels), expected, rtol=0, atol=1e-4)
 
 
-def test_caffe_mode_is_bgr_minus_imagenet_mean():
-    pixel = np.array([[[[10.0, 20.0, 30.0]]]], dtype=np.float32)
-    out = np.asarray(backbones.Preprocess("caffe")(pixel))
-    np.testing.assert_allclose(out[0, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68], atol=1e-4)
+def preprocess(mode: str, pixels: np.ndarray) -> np.ndarray:
+    for layer in backbones.preprocessing(mode):
+        pixels = layer(pixels)
+    return np.asarray(pixels)
+
+
+def test_caffe_mode_is_bgr_minus_imagenet_mean_exactly():
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 4, 4, 3)).astype(np.float32)
+    mean = np.asarray(backbones.CAFFE_MEAN_BGR, np.float32)
+    np.testing.assert_array_equal(preprocess("caffe", pixels), pixels[..., ::-1] - mean)
+
+
+def test_tf_mode_is_the_backbones_own_arithmetic_exactly():
+    pixels = np.arange(256, dtype=np.float32).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    np.testing.assert_array_equal(preprocess("tf", pixels), pixels / np.float32(127.5) - np.float32(1))
 
 
 @pytest.mark.parametrize("name", sorted(KERAS_MODULES))

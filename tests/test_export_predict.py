@@ -184,12 +184,83 @@ def test_classes_json_that_does_not_match_the_model_is_refused(exported, tmp_pat
     classes = json.loads((exported / "classes.json").read_text())
     names = classes[:-1] if change < 0 else [*classes, "unicorn"]
     model_path = copy_model(exported, tmp_path / "models", names)
+    classes_path = model_path.with_name("classes.json")
     with pytest.raises(StageError) as caught:
-        load_classifier(model_path)
+        load_classifier(model_path, classes_path)
     assert str(caught.value) == (
-        f"{model_path} gives {len(classes)} class probabilities but {model_path.with_name('classes.json')} names "
-        f"{len(names)} classes; they come from different runs: export both again with `dvc repro`"
+        f"{classes_path} names {len(names)} classes, the model gives {len(classes)} class probabilities: it belongs "
+        f"to another export of {model_path}; leave it out (the model holds its class names) or export both again "
+        "with `dvc repro`"
     )
+
+
+def test_the_class_names_travel_inside_the_model(exported, tmp_path):
+    classes = json.loads((exported / "classes.json").read_text())
+    # Another run's classes.json with as many names, beside the model: not read unless given, refused by name.
+    swapped = [classes[1], classes[0], *classes[2:]]
+    model_path = copy_model(exported, tmp_path / "models", swapped)
+    assert load_classifier(model_path)[1] == classes
+    with pytest.raises(StageError, match=f"names output 0 {classes[1]!r}, the model {classes[0]!r}"):
+        load_classifier(model_path, model_path.with_name("classes.json"))
+    assert load_classifier(model_path, exported / "classes.json")[1] == classes
+
+
+def test_class_names_of_any_spelling_survive_the_layer_name():
+    from transfer.artifacts.classifier import class_names, classes_layer_name
+
+    names = ["Faces_easy", "delta, with a comma", "épsilon", "a.b~c%d", "中文", "x>y", "-_-", "100%"]
+
+    class Layer:
+        name = classes_layer_name(names)
+
+    class Model:
+        layers = [Layer]
+
+    assert class_names(Model) == names
+    assert set(Layer.name) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.>-")
+
+
+# Loads the classifier with nothing but Keras: the project is not importable, as for a `dvc artifacts get` client.
+PLAIN_CLIENT = """
+import json, os, sys, urllib.parse
+sys.path.append(sys.argv[1])  # site-packages alone: no .pth file runs, so the editable install's finder is absent
+try:
+    import transfer
+except ImportError:
+    pass
+else:
+    sys.exit(f"the project is importable: {transfer.__file__}")
+import keras, numpy as np
+model = keras.saving.load_model(sys.argv[2])
+names = [urllib.parse.unquote(n.replace(".", "%")) for n in model.layers[-1].name.split(">")[1:]]
+probabilities = np.asarray(model.predict_on_batch(np.load(sys.argv[3]))).tolist()
+print(json.dumps({"backend": keras.config.backend(), "classes": names, "probabilities": probabilities}))
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_plain_keras_loads_the_classifier_without_the_project(exported, tmp_path, backend):
+    import sysconfig
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 50, 40, 3)).astype(np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    (tmp_path / "client.py").write_text(PLAIN_CLIENT)
+    env = {key: value for key, value in subprocess_env().items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-S", "client.py", sysconfig.get_paths()["purelib"], str(exported / "classifier.keras")]
+        + [str(tmp_path / "images.npy")],
+        cwd=tmp_path,
+        env={**env, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    model, classes, _ = load_classifier(exported / "classifier.keras")
+    assert answer["backend"] == backend and answer["classes"] == classes
+    np.testing.assert_allclose(answer["probabilities"], np.asarray(model.predict_on_batch(images)), atol=1e-5)
 
 
 def tiny_images(folder: Path, count: int) -> list[Path]:

@@ -101,6 +101,20 @@ def test_image_size_4096_is_refused_on_a_16gb_laptop_naming_values_that_fit():
         memory.check_fits(config(image_size=size + 32), largest_part=12, workers=8, offer=offer)
 
 
+def test_fine_tuning_is_checked_for_its_training_peak_naming_finetune_batch_size(monkeypatch):
+    monkeypatch.setattr(memory, "current_usage", lambda: 0)  # what this test process holds is not the stage's
+    offer = (3 * GIB, "MemAvailable in /proc/meminfo")
+    memory.check_fits(config(), largest_part=5485, workers=8, offer=offer)  # the features stage fits
+    with pytest.raises(StageError) as caught:  # training a batch of 64 at 256 px does not
+        memory.check_fits(config(), largest_part=5485, workers=8, offer=offer, batch_size=64, unfreeze=1)
+    message = str(caught.value)
+    assert message.startswith("features.image_size 256 with finetune.batch_size 64 would need about")
+    batch = int(message.split("finetune.batch_size to ")[1].split()[0])
+    memory.check_fits(config(), largest_part=5485, workers=8, offer=offer, batch_size=batch, unfreeze=1)
+    with pytest.raises(StageError):  # unfreezing most of the backbone needs more again
+        memory.check_fits(config(), largest_part=5485, workers=8, offer=offer, batch_size=batch, unfreeze=16)
+
+
 def peak_of_stage(project: Path) -> int:
     """Run the features stage under a fresh Python that reports its children's peak resident memory, in bytes
     (this process's own children would include every earlier subprocess of the session)."""

@@ -66,11 +66,14 @@ def test_valid_edge_values_are_accepted(tmp_path):
     raw = with_value("features.image_size", 32, raw)
     raw = with_value("train.dropout", 0, raw)
     raw = with_value("split.seed", 2**32 - 1, raw)
+    raw = with_value("finetune.epochs", 0, raw)
+    raw = with_value("finetune.unfreeze", 0, raw)
     loaded = params.validate(raw)
     assert loaded.data.md5 == "3138e1922a9193bfa496528edbbc45d0"  # normalised to lower case
     assert loaded.data.exclude == ()
     assert loaded.features.weights == str(weights)
     assert loaded.train.dropout == 0.0
+    assert loaded.finetune.epochs == loaded.finetune.unfreeze == 0
     assert params.validate(with_value("data.md5", None)).data.md5 is None
     assert params.validate(with_value("features.weights", None)).features.weights is None
 
@@ -113,6 +116,13 @@ def test_valid_edge_values_are_accepted(tmp_path):
         ("train.logistic_c", 0),
         ("train.seed", -3),
         ("train.seed", False),
+        ("finetune.epochs", -1),
+        ("finetune.learning_rate", 0),
+        ("finetune.unfreeze", -1),
+        ("finetune.unfreeze", 1.5),
+        ("finetune.batch_size", 0),
+        ("finetune.patience", 0),
+        ("finetune.seed", 2**32),
     ],
 )
 def test_bad_value_is_rejected_naming_key_and_value(key, value):
@@ -184,6 +194,10 @@ def test_missing_params_file(tmp_path):
         params.load(tmp_path / "params.yaml")
 
 
+FINETUNE_ARGS = ["data/images", "data/split", "data/features", "models/head.keras", "models/finetuned.keras"]
+FINETUNE_ARGS += ["metrics/finetune"]
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     "module, args, untouched",
@@ -196,6 +210,7 @@ def test_missing_params_file(tmp_path):
         ("train", ["data/features", "models/head.keras", "metrics/train"], "data/images/cat/a.jpg"),
         ("evaluate", ["data/features", "data/split", "models/head.keras", "metrics"], "data/images/cat/a.jpg"),
         ("export", ["models/head.keras", "data/features", "models/classifier.keras"], "data/images/cat/a.jpg"),
+        ("finetune", FINETUNE_ARGS, "data/images/cat/a.jpg"),
     ],
 )
 def test_stage_with_bad_params_exits_before_any_work(tmp_path, module, args, untouched):

@@ -44,6 +44,8 @@ def reproduced(tmp_path_factory, server) -> Reproduced:
     url = server.add("/records/caltech-101.zip", archive.read_bytes())
     path = make_repo(folder / "repo", small_params(url + "?download=1", md5_of(archive)))
     first = dvc(path, "repro")
+    finetuned = dvc(path, "repro", "finetune/dvc.yaml")  # on demand, after the README's first command
+    assert stages_run(f"{finetuned.stdout}\n{finetuned.stderr}") == ["finetune/dvc.yaml:finetune"]
     return Reproduced(path, f"{first.stdout}\n{first.stderr}")
 
 
@@ -102,12 +104,16 @@ def test_metrics_and_plots_are_declared(reproduced):
     (workspace,) = shown.values()
     assert workspace["data"]["metrics/test.json"]["data"] == json.loads((path / "metrics/test.json").read_text())
     assert "metrics/train/metrics.json" in workspace["data"]
+    # The fine-tuned model's test metrics beside the head's, with the same keys (finetune/dvc.yaml ran too).
+    finetuned = workspace["data"]["metrics/finetune/test.json"]["data"]
+    assert set(finetuned) == set(workspace["data"]["metrics/test.json"]["data"])
 
     plots = json.loads(dvc(path, "plots", "show", "--json").stdout)
     # DVC exits 0 and lists a plot it could not read under "errors", or with no data at all.
     assert "errors" not in plots, plots["errors"]
     data = plots["data"]
     titles = {"Loss per epoch", "Accuracy per epoch", "Test confusion matrix", "metrics/confusion_matrix.png"}
+    titles |= {"Fine-tuning loss per epoch", "metrics/finetune/confusion_matrix.png"}
     assert set(data) == titles
     epochs = read_params(path)["train"]["epochs"]
     for title in ("Loss per epoch", "Accuracy per epoch"):
@@ -171,3 +177,40 @@ def test_own_data_three_classes_of_pngs_at_the_top_level(tmp_path, server):
     train(tmp_path / "features", tmp_path / "head.keras", tmp_path / "live", config)
     metrics = evaluate(tmp_path / "features", tmp_path / "split", tmp_path / "head.keras", tmp_path / "metrics")
     assert metrics["n_test"] == 9 and metrics["accuracy"] > 0.5  # chance is 1/3
+
+
+# --- issue 28: fine-tuning, finetune/dvc.yaml (run by the fixture after dvc repro)
+
+
+@pytest.mark.e2e
+def test_finetune_sigterm_says_one_line_and_dvc_repro_resumes_to_the_same_bytes(reproduced, tmp_path):
+    import signal
+    import subprocess
+
+    from tests.helpers import stage_command, wait_for
+
+    path = copy_repo(reproduced.path, tmp_path / "repo")  # the fixture ran finetune/dvc.yaml
+    outputs = ["models/finetuned.keras", "metrics/finetune/test.json", "metrics/finetune/predictions.csv"]
+    expected = [md5_of(path / name) for name in outputs]
+    checkpoint = path / "models/.finetuned.keras.tmp-resume/state.npz"
+    args = ["data/images", "data/split", "data/features", "models/head.keras", "models/finetuned.keras"]
+    command, env = stage_command("finetune", *args, "metrics/finetune")
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, cwd=path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            wait_for(checkpoint.is_file, "the first epoch's checkpoint", timeout=300, process=process, log=log)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=120) == 128 + signal.SIGTERM
+        finally:
+            process.kill()
+    lines = log.read_text().replace("\r", "\n").strip().splitlines()
+    assert lines[-1] == "terminated (SIGTERM)" and "Traceback" not in log.read_text()
+    assert checkpoint.is_file()
+
+    resumed = dvc(path, "repro", "-f", "finetune/dvc.yaml")
+    assert "finetune: resuming after epoch 1" in resumed.stdout
+    assert [md5_of(path / name) for name in outputs] == expected
+    assert not checkpoint.parent.exists()
+    assert json.loads(dvc(path, "status", "--json").stdout) == {}
+    dvc(path, "checkout")

@@ -22,6 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = (
     "dvc.yaml",
+    "finetune",
     "params.yaml",
     "requirements.txt",
     "stages",
@@ -101,6 +102,7 @@ def small_params(url: str, md5: str | None, **overrides) -> dict:
     params["features"].update(weights=None, image_size=32, batch_size=32)
     # Enough steps for the small head to learn the generated classes well above chance.
     params["train"].update(epochs=30, batch_size=16, learning_rate=0.003, hidden_units=128)
+    params["finetune"].update(epochs=2, batch_size=8)
     for key, value in overrides.items():
         section, name = key.split(".")
         params[section][name] = value

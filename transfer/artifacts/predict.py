@@ -1,15 +1,16 @@
 """Classify images with the exported model: `python -m transfer.artifacts.predict IMAGE_OR_FOLDER [...]`.
 
-Prints each image's path, then its top classes as `label<TAB>probability` lines; --json prints one JSON
-document, {"results": {path: [{"label", "probability"}, ...]}, "errors": {path: reason}}, in every case (with an
-"error" key when nothing could be classified at all: no model, say). A folder stands for the files below it that
-the extract stage would keep: whatever the shared decoder reads, whatever the name; folders are read one at a time
-and images decoded a batch at a time, so memory stays flat however many there are. A path that is not a usable
-image, a folder with none or an entry in one that cannot be read (a link cycle), is named on stderr with the
-reason, the others are still classified, and the exit status is 1. A name that is not UTF-8 is printed with each
-undecodable byte as `\\xNN`, so the JSON stays valid UTF-8. Runs from any directory as the `predict` command that
-`setup.sh` installs into .venv (or `python -m transfer.artifacts.predict`); the default model is the project's
-models/classifier.keras. Not a pipeline stage: it uses what `dvc repro` exported.
+Prints each image's path, then its top classes as `label<TAB>probability` lines; --json prints one JSON document,
+{"results": {path: [{"label", "probability"}, ...]}, "errors": {path: reason}}, in every case (with an "error" key
+when nothing could be classified at all: no model, say). A folder stands for the files below it that the extract
+stage would keep: whatever the shared decoder reads, whatever the name; folders are read one at a time and images
+decoded a batch at a time, so memory stays flat however many there are. A path that is not a usable image, a folder
+with none or an entry in one that cannot be read (a link cycle), is named on stderr with the reason, the others are
+still classified, and the exit status is 1. A name that is not UTF-8 is printed with each undecodable byte as
+`\\xNN`, so the JSON stays valid UTF-8. Runs from any directory as the `predict` command that `setup.sh` installs
+into .venv (or `python -m transfer.artifacts.predict`); the default model is the project's models/classifier.keras,
+and the class names come from inside it (--classes FILE checks a classes.json against them, by name). Not a pipeline
+stage: it uses what `dvc repro` exported.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from transfer.artifacts.classifier import class_names
 from transfer.core import devices
 from transfer.core.cli import run
 from transfer.core.errors import StageError
 from transfer.core.images import SUFFIXES, ImageError, load_image
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]  # transfer/artifacts/predict.py -> the repository
 DEFAULT_MODEL = PROJECT / "models" / "classifier.keras"
 BATCH_SIZE = 32
 NOT_AN_IMAGE = "not an image file (unrecognised content)"  # transfer/core/images.py's reason for other files
@@ -43,8 +45,9 @@ def _read_classes(path: Path) -> list[str]:
     return classes
 
 
-def _check_exported(model, model_path: Path, classes_path: Path, classes: list[str]) -> None:
-    """The model must be the exported classifier (raw RGB images in, one probability per class out)."""
+def _check_exported(model, model_path: Path) -> list[str]:
+    """The model must be an exported classifier (raw RGB images in, one probability per class out, the class
+    names inside); its class names."""
     if len(model.inputs) == 1 and len(model.inputs[0].shape) == 2:
         raise StageError(
             f"{model_path} is the trained head (cached features in, not images); pass --model "
@@ -53,38 +56,60 @@ def _check_exported(model, model_path: Path, classes_path: Path, classes: list[s
         )
     layers = {layer.name for layer in model.layers}
     shapes = [tuple(tensor.shape) for tensor in (*model.inputs, *model.outputs)]
-    if "resize" not in layers or len(shapes) != 2 or len(shapes[0]) != 4 or shapes[0][-1] != 3 or len(shapes[1]) != 2:
+    classes = class_names(model)
+    if (
+        "resize" not in layers
+        or classes is None
+        or len(shapes) != 2
+        or len(shapes[0]) != 4
+        or shapes[0][-1] != 3
+        or len(shapes[1]) != 2
+        or shapes[1][-1] != len(classes)
+    ):
         raise StageError(
             f"{model_path} is not a classifier exported by this project (inputs and outputs {shapes}, "
-            f"{'a' if 'resize' in layers else 'no'} resize layer); pass the models/classifier.keras that "
-            "`dvc repro` writes"
+            f"{'a' if 'resize' in layers else 'no'} resize layer, {'no' if classes is None else 'its'} class names); "
+            "pass the models/classifier.keras that `dvc repro` writes"
         )
-    if shapes[1][-1] != len(classes):
-        raise StageError(
-            f"{model_path} gives {shapes[1][-1]} class probabilities but {classes_path} names {len(classes)} "
-            "classes; they come from different runs: export both again with `dvc repro`"
-        )
+    return classes
 
 
-def load_classifier(model_path: Path):
-    """The exported classifier, its classes and its input size, checked against each other."""
-    model_path, classes_path = Path(model_path), Path(model_path).with_name("classes.json")
+def _check_classes(model_path: Path, classes: list[str], classes_path: Path, given: list[str]) -> None:
+    """A class list given beside the model must name the model's own classes, in its order."""
+    if given == classes:
+        return
+    if len(given) != len(classes):
+        difference = f"names {len(given)} classes, the model gives {len(classes)} class probabilities"
+    else:
+        row = next(i for i, (a, b) in enumerate(zip(given, classes, strict=True)) if a != b)
+        difference = f"names output {row} {given[row]!r}, the model {classes[row]!r}"
+    raise StageError(
+        f"{classes_path} {difference}: it belongs to another export of {model_path}; leave it out (the model holds "
+        "its class names) or export both again with `dvc repro`"
+    )
+
+
+def load_classifier(model_path: Path, classes_path: Path | None = None):
+    """The exported classifier, its class names (from the model; a class list given as classes_path must agree)
+    and its input size."""
+    model_path = Path(model_path)
     for path in (model_path, classes_path):
-        if not path.is_file():
+        if path is not None and not Path(path).is_file():
             raise StageError(
                 f"{path} not found; run `dvc repro` in {PROJECT} to train and export the classifier, or pass --model"
             )
-    classes = _read_classes(classes_path)
+    given = _read_classes(Path(classes_path)) if classes_path is not None else None
     keras = devices.use("tensorflow")
-    import transfer.features.backbones  # noqa: F401  registers the Preprocess layer the model uses
-
     try:
         model = keras.models.load_model(model_path, compile=False)
-    except Exception as error:  # a damaged or foreign file: Keras raises many types
+    except Exception as error:  # a damaged or foreign file (or an export from before the classes were inside)
         raise StageError(
-            f"{model_path} is not a classifier exported by this project ({str(error).splitlines()[0][:200]})"
+            f"{model_path} is not a classifier exported by this project ({str(error).splitlines()[0][:200]}); "
+            "export it again with `dvc repro`"
         ) from None
-    _check_exported(model, model_path, classes_path, classes)
+    classes = _check_exported(model, model_path)
+    if given is not None:
+        _check_classes(model_path, classes, Path(classes_path), given)
     return model, classes, model.get_layer("resize").height
 
 
@@ -190,13 +215,13 @@ class JsonDocument:
         print(("\n" if self.results else "") + "}," + json.dumps(tail, indent=2, ensure_ascii=False)[1:], flush=True)
 
 
-def main(paths: list[Path], model_path: Path, top: int, as_json: bool) -> None:
+def main(paths: list[Path], model_path: Path, top: int, as_json: bool, classes_path: Path | None = None) -> None:
     document = JsonDocument() if as_json else None
     failed = False
     try:
         if top < 1:
             raise StageError(f"--top must be at least 1, got {top}")
-        model, classes, image_size = load_classifier(model_path)
+        model, classes, image_size = load_classifier(model_path, classes_path)
         for path, ranked, reason in classify(model, classes, image_size, paths, min(top, len(classes))):
             path = printable(path)
             if ranked is None:
@@ -226,10 +251,15 @@ def cli() -> None:
     parser.add_argument(
         "--model", type=Path, default=DEFAULT_MODEL, help=f"exported classifier (default {DEFAULT_MODEL})"
     )
+    parser.add_argument(
+        "--classes",
+        type=Path,
+        help="a classes.json to check against the class names inside the model (refused when they differ)",
+    )
     parser.add_argument("--top", type=int, default=5, help="how many classes to print per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     args = parser.parse_args()
-    run(lambda: main(args.images, args.model, args.top, args.json))
+    run(lambda: main(args.images, args.model, args.top, args.json, args.classes))
 
 
 if __name__ == "__main__":

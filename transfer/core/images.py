@@ -34,9 +34,15 @@ def _open_upright(path: Path) -> Image.Image:
         return upright.convert("RGB")  # decodes every pixel: a truncated file fails here
 
 
-def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
+# Fine-tuning's augmentation: a random crop keeping this share of each side or more, then a coin-flip mirror.
+CROP_MIN_SIDE = 0.8
+
+
+def load_image(path: str | Path, size: int | None = None, augment: int | None = None) -> np.ndarray:
     """The RGB pixels of an image file as a uint8 (height, width, 3) array; (size, size, 3) when size is given.
 
+    `augment` (with size), a seed: a random crop of CROP_MIN_SIDE to all of each side, resized to size, mirrored
+    left-right half the time, all drawn from that seed alone (so the same seed gives the same pixels in any worker).
     Raises ImageError when the file cannot be decoded fully.
     """
     caught: list[warnings.WarningMessage] = []
@@ -46,7 +52,9 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
             # A decompression-bomb warning is Pillow's, not the user's concern; the hard limit still raises.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = _open_upright(Path(path))
-            if size is not None and image.size != (size, size):
+            if augment is not None:
+                image = _augmented(image, size, np.random.default_rng(augment))
+            elif size is not None and image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
     except ImageError:
         raise
@@ -63,6 +71,15 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
     finally:
         _report(path, caught)
     return np.asarray(image, dtype=np.uint8)
+
+
+def _augmented(image: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
+    width, height = image.size
+    side = rng.uniform(CROP_MIN_SIDE, 1.0)
+    crop_w, crop_h = max(1, round(width * side)), max(1, round(height * side))
+    left, top = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
+    image = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
 
 
 _reported: set[tuple[str, str]] = set()

@@ -150,12 +150,27 @@ class TrainParams(Section):
     seed: Seed = Field(description="seed of the head's initialisation and shuffling")
 
 
+class FinetuneParams(Section):
+    section: ClassVar[str] = "finetune"
+    epochs: int = Field(
+        ge=0, le=100_000, description="fine-tuning passes over the training images; 0 gives the head's predictions"
+    )
+    learning_rate: Positive = Field(description="Adam's learning rate for the unfrozen layers and the head (1e-5)")
+    unfreeze: int = Field(
+        ge=0, le=1000, description="top blocks of the backbone trained (0: the head alone); BatchNorm stays frozen"
+    )
+    batch_size: int = Field(ge=1, le=4096, description="images per training step, at most 4096")
+    patience: int = Field(ge=1, le=100_000, description="epochs without a lower validation loss before stopping (best epoch kept)")
+    seed: Seed = Field(description="seed of the shuffling, the augmentation (flip, crop) and dropout")
+
+
 class Params(BaseModel):
     model_config = ConfigDict(frozen=True)
     data: DataParams
     split: SplitParams
     features: FeaturesParams
     train: TrainParams
+    finetune: FinetuneParams
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from keras import ops
 
 from transfer.core import params
 from transfer.core.errors import StageError
@@ -30,26 +29,26 @@ class Backbone:
 BACKBONES = {name: Backbone(*spec) for name, spec in params.BACKBONES.items()}
 
 
-@keras.saving.register_keras_serializable(package="transfer_learning")
-class Preprocess(keras.layers.Layer):
-    """The backbone's own preprocess_input as a layer, so the exported classifier takes raw RGB pixels."""
-
-    def __init__(self, mode: str, **kwargs):
-        super().__init__(**kwargs)
-        if mode not in ("caffe", "tf", "none"):
-            raise ValueError(f"unknown preprocessing mode {mode!r}")
-        self.mode = mode
-
-    def call(self, images):
-        x = ops.cast(images, self.compute_dtype)
-        if self.mode == "caffe":
-            return ops.flip(x, axis=-1) - ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=self.compute_dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        return x
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+def preprocessing(mode: str) -> list[keras.layers.Layer]:
+    """The backbone's own preprocess_input as Keras' built-in layers (no project class, so the exported classifier
+    loads with plain `keras.saving.load_model` anywhere): "caffe" is a fixed Dense over the channel axis that swaps
+    RGB to BGR and subtracts the ImageNet mean (exactly flip(x) - mean: each output is 1 x one channel + 0 x the
+    others, then the bias); "tf" scales to [-1, 1] (x / 127.5 - 1); "none" is built into the model."""
+    if mode == "caffe":
+        layer = keras.layers.Dense(3, name="preprocess_caffe", trainable=False)
+        layer.build((None, 3))
+        layer.set_weights([np.eye(3, dtype=np.float32)[::-1], -np.asarray(CAFFE_MEAN_BGR, np.float32)])
+        return [layer]
+    if mode == "tf":
+        # x / 127.5 - 1 as the backbone's own function computes it (Rescaling's x * (1 / 127.5) differs in the last
+        # bit): Normalization divides by sqrt(variance) = 127.5, then Rescaling adds -1.
+        return [
+            keras.layers.Normalization(mean=0.0, variance=127.5**2, name="preprocess_tf_scale"),
+            keras.layers.Rescaling(1.0, offset=-1.0, name="preprocess_tf_shift"),
+        ]
+    if mode == "none":
+        return []
+    raise ValueError(f"unknown preprocessing mode {mode!r}")
 
 
 def _weights_error(path: str, name: str, problem: str) -> StageError:
@@ -143,7 +142,9 @@ def build_extractor(name: str, weights: str | None, image_size: int) -> keras.Mo
         _same_random_init_everywhere(base)
     base.trainable = False
     images = keras.Input((image_size, image_size, 3), name="images")
-    pixels = Preprocess(BACKBONES[name].preprocess)(images)
+    pixels = images
+    for layer in preprocessing(BACKBONES[name].preprocess):
+        pixels = layer(pixels)
     if channels_first:
         pixels = keras.layers.Permute((3, 1, 2))(pixels)
     features = base(pixels, training=False)

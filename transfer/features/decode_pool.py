@@ -18,12 +18,13 @@ from transfer.core.images import ImageError, load_image
 from transfer.features import workers as lifecycle
 
 
-def _decode_into(slots: np.ndarray, slot: int, start: int, paths: list[str]) -> str | None:
-    """Decode paths into rows start.. of a shared batch (in a worker); the message for the parent if one fails."""
+def _decode_into(slots: np.ndarray, slot: int, start: int, paths: list[str], seeds: list[int] | None) -> str | None:
+    """Decode paths into rows start.. of a shared batch (in a worker), augmented with its seed each when seeds are
+    given (transfer/core/images.py); the message for the parent if one fails."""
     size = slots.shape[2]
     for row, path in enumerate(paths, start):
         try:
-            slots[slot, row] = load_image(path, size)
+            slots[slot, row] = load_image(path, size, seeds[row - start] if seeds is not None else None)
         except ImageError as error:
             return (
                 f"{path}: {error}. The extract stage kept it with the same decoder, so the file has changed "
@@ -147,14 +148,15 @@ class ImageDecoder:
                 memory.close()
             self.memory = None
 
-    def _submit(self, slot: int, chunk: list[str]) -> list[int]:
+    def _submit(self, slot: int, chunk: list[str], seeds: list[int] | None) -> list[int]:
         # Split each batch across the workers so that even one batch is decoded in parallel.
         step = max(4, -(-len(chunk) // self.workers))
         sent = []
         for start in range(0, len(chunk), step):
             worker = self._turn % self.workers
             self._turn += 1
-            self._send(worker, (slot, start, chunk[start : start + step]))
+            part = seeds[start : start + step] if seeds is not None else None
+            self._send(worker, (slot, start, chunk[start : start + step], part))
             sent.append(worker)
         return sent
 
@@ -183,9 +185,10 @@ class ImageDecoder:
             "`dmesg`, says so), lower features.batch_size or features.image_size"
         )
 
-    def batches(self, paths: list[str]) -> Iterator[np.ndarray]:
-        """uint8 (n, image_size, image_size, 3) batches in the order of `paths`. Asking for a batch reuses the
-        buffer of the one before the last: a caller may hold two batches at a time, not more."""
+    def batches(self, paths: list[str], seeds: list[int] | None = None) -> Iterator[np.ndarray]:
+        """uint8 (n, image_size, image_size, 3) batches in the order of `paths`, each image augmented with its seed
+        when `seeds` are given (fine-tuning). Asking for a batch reuses the buffer of the one before the last: a
+        caller may hold two batches at a time, not more."""
         for worker, count in enumerate(self._unanswered):  # answers to a pass the caller left unfinished
             for _ in range(count):
                 self._answer(worker)
@@ -195,7 +198,9 @@ class ImageDecoder:
             if len(in_flight) == self.n_slots - 2:  # keep the slots of the two batches the caller holds untouched
                 yield self._collect(*in_flight.popleft())
             slot = number % self.n_slots
-            in_flight.append((slot, len(chunk), self._submit(slot, chunk)))
+            first = number * self.batch_size
+            chunk_seeds = seeds[first : first + len(chunk)] if seeds is not None else None
+            in_flight.append((slot, len(chunk), self._submit(slot, chunk, chunk_seeds)))
         while in_flight:
             yield self._collect(*in_flight.popleft())
 

@@ -37,8 +37,21 @@ FOOTPRINTS = {
 # JAX (XLA on the CPU) measured for resnet50: base 0.77 GB, 420 B/px, about twice TensorFlow's activations.
 # PyTorch is not measured here: TensorFlow's figures stand in for it.
 JAX_PER_PIXEL = 2.2
+# Fine-tuning keeps what the backward pass needs, the gradients and Adam's moments. Measured with
+# `python -m benchmarks.finetune` (resnet50, 128 px, batch 16, TensorFlow CPU), growth over the built model per pixel
+# against inference: 1.7x with the top block trainable, 2.0x with three, 17x for every layer (BatchNorm training).
+# Rounded up: 3x for up to FEW_BLOCKS blocks, 18x beyond (an estimate between the measured points).
+TRAINING_PER_PIXEL, MANY_BLOCKS_PER_PIXEL, FEW_BLOCKS = 3.0, 18.0, 3
 # Each decoding worker: Python, NumPy and Pillow (27 MB measured) and one decoded photo (12 megapixels: 36 MB).
 WORKER = 64 * MIB
+
+
+@dataclass(frozen=True)
+class _Sized:
+    backbone: str
+    backend: str
+    image_size: int
+    batch_size: int
 
 
 def _workers() -> int:
@@ -47,12 +60,17 @@ def _workers() -> int:
     return min(32, os.cpu_count() or 1)
 
 
-def estimate(backbone: str, backend: str, image_size: int, batch: int, workers: int, on_gpu: bool = False) -> dict:
-    """The stage's peak memory on this machine, in bytes, by part (a batch of `batch` images)."""
+def estimate(
+    backbone: str, backend: str, image_size: int, batch: int, workers: int, on_gpu: bool = False, training: int = -1
+) -> dict:
+    """The stage's peak memory on this machine, in bytes, by part (a batch of `batch` images); `training` >= 0: the
+    fine-tuning stage's, with that many blocks unfrozen."""
     from transfer.features.decode_pool import slot_count
 
     footprint = FOOTPRINTS[backbone]
     per_pixel = footprint.per_pixel * (JAX_PER_PIXEL if backend == "jax" else 1)
+    if training >= 0:
+        per_pixel *= TRAINING_PER_PIXEL if training <= FEW_BLOCKS else MANY_BLOCKS_PER_PIXEL
     pixels = batch * image_size * image_size
     return {
         # On a GPU the activations live in its own memory; the host holds the framework and the batch's pixels.
@@ -62,10 +80,23 @@ def estimate(backbone: str, backend: str, image_size: int, batch: int, workers: 
     }
 
 
-def check_fits(config, largest_part: int, on_gpu: bool = False, workers: int | None = None, offer=None) -> None:
+def check_fits(
+    config,
+    largest_part: int,
+    on_gpu: bool = False,
+    workers: int | None = None,
+    offer=None,
+    batch_size: int | None = None,
+    unfreeze: int = 0,
+) -> None:
     """Raise a StageError naming features.image_size / features.batch_size and values that fit, when the stage's
     estimated peak, less what this process holds already, exceeds the memory on offer (FeaturesParams config;
-    no batch holds more images than the largest part of the split)."""
+    no batch holds more images than the largest part of the split). With `batch_size` (finetune.batch_size), the
+    fine-tuning stage's training peak with `unfreeze` blocks trainable, and finetune.batch_size named instead."""
+    training = unfreeze if batch_size is not None else -1
+    batch_key = "finetune.batch_size" if batch_size is not None else "features.batch_size"
+    if batch_size is not None:
+        config = _Sized(config.backbone, config.backend, config.image_size, batch_size)
     workers = workers or _workers()
     offer = offer or available_memory()
     if offer is None:
@@ -74,25 +105,27 @@ def check_fits(config, largest_part: int, on_gpu: bool = False, workers: int | N
     held = current_usage()
 
     def need(size: int, batch_size: int) -> int:
-        parts = estimate(config.backbone, config.backend, size, min(batch_size, largest_part), workers, on_gpu)
+        parts = estimate(
+            config.backbone, config.backend, size, min(batch_size, largest_part), workers, on_gpu, training
+        )
         return sum(parts.values()) - held
 
     if need(config.image_size, config.batch_size) <= available:
         return
     batch = min(config.batch_size, largest_part)
-    parts = estimate(config.backbone, config.backend, config.image_size, batch, workers, on_gpu)
+    parts = estimate(config.backbone, config.backend, config.image_size, batch, workers, on_gpu, training)
     detail = ", ".join(f"{name} {value / GIB:.1f}" for name, value in parts.items())
     fixes = []
     rows = next((b for b in range(batch - 1, 0, -1) if need(config.image_size, b) <= available), None)
     if rows is not None:
-        fixes.append(f"features.batch_size to {rows}")
+        fixes.append(f"{batch_key} to {rows}")
     sizes = range(config.image_size - config.image_size % 32, 31, -32)
     size = next((s for s in sizes if s < config.image_size and need(s, config.batch_size) <= available), None)
     if size is not None:
         fixes.append(f"features.image_size to {size}")
-    advice = " or ".join(fixes) if fixes else "a smaller features.image_size and features.batch_size"
+    advice = " or ".join(fixes) if fixes else f"a smaller features.image_size and {batch_key}"
     raise StageError(
-        f"features.image_size {config.image_size} with features.batch_size {config.batch_size} would need about "
+        f"features.image_size {config.image_size} with {batch_key} {config.batch_size} would need about "
         f"{need(config.image_size, config.batch_size) / GIB:.1f} GiB more memory ({config.backbone} on "
         f"{config.backend}, batches of {batch}; GiB: {detail}), but {available / GIB:.1f} GiB is available "
         f"({source}); set {advice} (largest useful sizes per backbone: docs/memory.md)"
