@@ -391,7 +391,9 @@ def test_json_is_valid_utf8_whatever_the_file_names(tmp_path, monkeypatch, capsy
     name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
     Image.new("RGB", (4, 4), "red").save(folder / name, "PNG")
     (folder / os.fsdecode(b"bad\xff.jpg")).write_bytes(b"not an image")
-    monkeypatch.setattr(module, "load_classifier", lambda path: (CountingModel(2, lambda: 0), ["a", "b"], 32))
+    monkeypatch.setattr(
+        module, "load_classifier", lambda path, classes_path=None: (CountingModel(2, lambda: 0), ["a", "b"], 32)
+    )
     with pytest.raises(SystemExit):
         module.main([folder], tmp_path / "model.keras", top=1, as_json=True)
     document = json.loads(capsysbinary.readouterr().out.decode("utf-8"))  # strict: raw bytes would fail here

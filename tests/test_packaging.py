@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 
 from tests.test_requirements import pins
 from tools.scratch_repo import ROOT
-from transfer.fetch.http_transfer import session
+from transfer.fetch.credentials import session
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 PROJECT_PACKAGES = ("transfer", "stages", "tools", "testing", "tests")

@@ -22,7 +22,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = (
     "dvc.yaml",
-    "finetune",
     "params.yaml",
     "requirements.txt",
     "stages",

@@ -108,7 +108,7 @@ def load_classifier(model_path: Path, classes_path: Path | None = None):
             "export it again with `dvc repro`"
         ) from None
     classes = _check_exported(model, model_path)
-    if given is not None:
+    if given is not None and classes_path is not None:
         _check_classes(model_path, classes, Path(classes_path), given)
     return model, classes, model.get_layer("resize").height
 

@@ -53,6 +53,8 @@ def load_image(path: str | Path, size: int | None = None, augment: int | None = 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = _open_upright(Path(path))
             if augment is not None:
+                if size is None:
+                    raise ValueError("load_image: augment needs a size (the crop is resized to it)")
                 image = _augmented(image, size, np.random.default_rng(augment))
             elif size is not None and image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BILINEAR)

@@ -160,7 +160,9 @@ class FinetuneParams(Section):
         ge=0, le=1000, description="top blocks of the backbone trained (0: the head alone); BatchNorm stays frozen"
     )
     batch_size: int = Field(ge=1, le=4096, description="images per training step, at most 4096")
-    patience: int = Field(ge=1, le=100_000, description="epochs without a lower validation loss before stopping (best epoch kept)")
+    patience: int = Field(
+        ge=1, le=100_000, description="epochs without a lower validation loss before stopping (best epoch kept)"
+    )
     seed: Seed = Field(description="seed of the shuffling, the augmentation (flip, crop) and dropout")
 
 

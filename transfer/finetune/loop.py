@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,10 @@ class Checkpoint:
         with open(tmp, "wb") as file:
             np.savez(file, *arrays)
         os.replace(tmp, self.path / "state.npz")
-        state = {"fingerprint": self.fingerprint, "n": [len(model.variables), len(model.optimizer.variables)]}
+        state: dict[str, Any] = {
+            "fingerprint": self.fingerprint,
+            "n": [len(model.variables), len(model.optimizer.variables)],
+        }
         state["history"] = history.__dict__
         (self.path / ".state.json.tmp").write_text(json.dumps(state), encoding="utf-8")
         os.replace(self.path / ".state.json.tmp", self.path / "state.json")
