@@ -8,7 +8,6 @@ script wrote by running the stages as they were before evaluate left Keras and s
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -48,6 +47,7 @@ def run_heads(root: Path) -> dict:
     and the md5 of the two CSV files evaluate writes."""
     from stages.evaluate import evaluate
     from stages.train import train
+    from tools.scratch_repo import md5_of
     from transfer.core.params import TrainParams
 
     cache = write_feature_cache(root)
@@ -59,10 +59,7 @@ def run_heads(root: Path) -> dict:
         results[head] = {
             "test": metrics,
             "train": json.loads((out / "live" / "metrics.json").read_text()),
-            "md5": {
-                name: hashlib.md5((out / "metrics" / name).read_bytes()).hexdigest()
-                for name in ("per_class.csv", "predictions.csv")
-            },
+            "md5": {name: md5_of(out / "metrics" / name) for name in ("per_class.csv", "predictions.csv")},
         }
     return results
 

@@ -11,7 +11,6 @@ finetune/dvc.yaml after it and checks that `dvc status` is then empty.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tools.scratch_repo import (
     commit_all,
     copy_pipeline,
     dvc,
+    dvc_status,
     git,
     make_repo,
     md5_of,
@@ -40,11 +40,6 @@ pytestmark = pytest.mark.e2e
 
 def output(result) -> str:
     return f"{result.stdout}\n{result.stderr}"
-
-
-def status(repo: Path) -> dict:
-    text = dvc(repo, "status", "--json").stdout.strip()
-    return json.loads(text[text.index("{") :])
 
 
 def cache_bytes(repo: Path) -> int:
@@ -88,8 +83,8 @@ def test_after_dvc_repro_status_reports_only_the_on_demand_stages_never_run(repo
     (docs/experiments.md, "Pipelines on demand")."""
     assert pipeline_files(repo)[0] == "dvc.yaml"
     on_demand = on_demand_stages(repo)
-    assert set(status(repo)) == set(on_demand)
-    for name, changes in status(repo).items():
+    assert set(dvc_status(repo)) == set(on_demand)
+    for name, changes in dvc_status(repo).items():
         deleted = {path for change in changes for path, state in change.get("changed outs", {}).items()}
         declared = [next(iter(out)) if isinstance(out, dict) else out for out in on_demand[name]["outs"]]
         assert deleted == set(declared), name
@@ -124,7 +119,7 @@ def test_a_clone_at_another_path_pulls_and_reruns_nothing_that_was_pulled(repo, 
     assert dvc(other, "status", check=False).returncode == 0
     rerun = dvc(other, "repro")
     assert stages_run(output(rerun)) == ["source"]  # data/source is made per machine; the rest was pulled
-    assert set(status(other)) == set(on_demand_stages(other))
+    assert set(dvc_status(other)) == set(on_demand_stages(other))
     assert dvc(other, "checkout", check=False).returncode == 0
     for path in ("models/head.keras", "models/classifier.keras"):
         assert md5_of(other / path) == md5_of(repo / path)

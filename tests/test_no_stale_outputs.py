@@ -69,7 +69,7 @@ def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(tmp_p
 
     rerun = dvc(repo, "repro")
     assert stages_run(f"{rerun.stdout}\n{rerun.stderr}") == ["train", "evaluate", "export"]
-    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
+    assert "Data and pipelines are up to date." in dvc(repo, "status", "dvc.yaml").stdout
     porcelain = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
     changed = [line[3:] for line in porcelain.splitlines()]
     assert changed and not [p for p in changed if p.startswith(("data/", "models/"))], porcelain

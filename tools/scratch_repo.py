@@ -9,7 +9,7 @@ CommandFailed (with the command's output) on an unexpected exit status. Imports 
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import re
 import shutil
@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from transfer.core.files import file_md5
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = (
@@ -59,8 +61,7 @@ class CommandFailed(RuntimeError):
         )
 
 
-def md5_of(path: Path) -> str:
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+md5_of = file_md5  # the name the tests and checks use
 
 
 def subprocess_env() -> dict[str, str]:
@@ -85,6 +86,13 @@ def run(cwd: Path, *args: str, check: bool = True, timeout: float = 600) -> subp
 
 def dvc(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     return run(repo, sys.executable, "-m", "dvc", *args, check=check, timeout=timeout)
+
+
+def dvc_status(repo: Path, *targets: str) -> dict:
+    """`dvc status --json` as a dict, {} when clean; targets such as "dvc.yaml" (the pipeline `dvc repro` runs)
+    leave out the on-demand pipelines, which DVC lists until they have run in this checkout (docs/experiments.md)."""
+    text = dvc(repo, "status", "--json", *targets).stdout.strip()
+    return json.loads(text[text.index("{") :])
 
 
 def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -112,3 +113,9 @@ def write_json(path: Path, data: object, digits: int = 6) -> None:
     text = json.dumps(_rounded(data, digits), indent=2, sort_keys=True) + "\n"
     with atomic_output(Path(path)) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def file_md5(path: Path) -> str:
+    """The md5 of a file's bytes, read in chunks (what data.md5 and DVC record)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "md5").hexdigest()

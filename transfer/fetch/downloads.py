@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from transfer.core.errors import StageError
-from transfer.core.files import check_room, disk_space, remove
+from transfer.core.files import check_room, disk_space, file_md5, remove
 from transfer.core.progress import progress
 from transfer.core.redact import redact
 from transfer.fetch import credentials, http_transfer
@@ -82,14 +82,6 @@ def local_source(url: str) -> Path | None:
             f"data.url {redact(url)!r}: unsupported scheme {parsed.scheme!r} (use http(s)://, file:// or a path)"
         )
     return Path(url).expanduser()
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _copy_local(source: Path, partial: Path) -> None:

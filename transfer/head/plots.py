@@ -34,15 +34,6 @@ def _fonts_for(names: list[str]) -> tuple[list[str], set[str]]:
     return families, {name for name in names if any(ord(c) not in covered for c in name)}
 
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """Row-normalised counts (actual x predicted), rows of absent classes all 0: scikit-learn's
-    confusion_matrix(normalize="true"), without importing scikit-learn into evaluate."""
-    matrix = np.zeros((n_classes, n_classes))
-    np.add.at(matrix, (labels, predicted), 1)
-    totals = matrix.sum(axis=1, keepdims=True)
-    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals != 0)
-
-
 def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: list[str]):
     """Row-normalised confusion matrix: the diagonal is each class's recall. A class name that no installed
     font can draw is shown as its index (#3: the row of per_class.csv) instead of as empty boxes."""
@@ -54,7 +45,10 @@ def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: list[st
 
     families, undrawable = _fonts_for(classes)
     shown = [f"#{i}" if name in undrawable else name for i, name in enumerate(classes)]
-    matrix = confusion_matrix(labels, predicted, len(classes))
+    from sklearn.metrics import confusion_matrix  # evaluate has imported scikit-learn for its scores already
+
+    # Row-normalised (each diagonal cell is that class's recall); a class absent from the test split is a row of 0.
+    matrix = confusion_matrix(labels, predicted, labels=range(len(classes)), normalize="true")
     side = max(6.0, 0.16 * len(classes) + 3)
     with matplotlib.rc_context({"font.family": families}):
         fig = Figure(figsize=(side, side))
