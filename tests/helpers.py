@@ -3,6 +3,7 @@ and the small configurations of the in-process tests. Fixtures live in conftest.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -109,3 +110,49 @@ def predict(model, classes: list[str], image_size: int, paths, top: int):
         else:
             results[path] = ranked
     return results, errors
+
+
+# Loads a classifier with nothing but Keras: the project is not importable, as for a `dvc artifacts get` client.
+PLAIN_CLIENT = """
+import json, os, sys, urllib.parse
+sys.path.append(sys.argv[1])  # site-packages alone: no .pth file runs, so the editable install's finder is absent
+try:
+    import transfer
+except ImportError:
+    pass
+else:
+    sys.exit(f"the project is importable: {transfer.__file__}")
+import keras, numpy as np
+model = keras.saving.load_model(sys.argv[2])
+names = [urllib.parse.unquote(n.replace(".", "%")) for n in model.layers[-1].name.split(">")[1:]]
+probabilities = np.asarray(model.predict_on_batch(np.load(sys.argv[3]))).tolist()
+print(json.dumps({"backend": keras.config.backend(), "classes": names, "probabilities": probabilities}))
+"""
+
+
+def assert_plain_keras_agrees(model_path: Path, images, backend: str, workdir: Path) -> None:
+    """model_path, loaded by `keras.saving.load_model` in a fresh Python that has site-packages but not the project
+    on the given Keras backend, names the classes and gives the probabilities (uint8 images) the project's loader
+    gives here."""
+    import sysconfig
+
+    import numpy as np
+
+    from transfer.artifacts.predict import load_classifier
+
+    np.save(workdir / "images.npy", images)
+    (workdir / "client.py").write_text(PLAIN_CLIENT)
+    env = {key: value for key, value in subprocess_env().items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-S", "client.py", sysconfig.get_paths()["purelib"], str(model_path), "images.npy"],
+        cwd=workdir,
+        env={**env, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    model, classes, _ = load_classifier(model_path)
+    assert answer["backend"] == backend and answer["classes"] == classes
+    np.testing.assert_allclose(answer["probabilities"], np.asarray(model.predict_on_batch(images)), atol=1e-5)

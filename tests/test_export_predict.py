@@ -12,7 +12,7 @@ from PIL import Image
 
 from stages.export import export
 from stages.train import train
-from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, predict
+from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, assert_plain_keras_agrees, predict
 from tools.scratch_repo import ROOT, subprocess_env
 from transfer.artifacts.predict import load_classifier
 from transfer.core.errors import StageError
@@ -220,53 +220,17 @@ def test_class_names_of_any_spelling_survive_the_layer_name():
     assert set(Layer.name) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.>-")
 
 
-# Loads the classifier with nothing but Keras: the project is not importable, as for a `dvc artifacts get` client.
-PLAIN_CLIENT = """
-import json, os, sys, urllib.parse
-sys.path.append(sys.argv[1])  # site-packages alone: no .pth file runs, so the editable install's finder is absent
-try:
-    import transfer
-except ImportError:
-    pass
-else:
-    sys.exit(f"the project is importable: {transfer.__file__}")
-import keras, numpy as np
-model = keras.saving.load_model(sys.argv[2])
-names = [urllib.parse.unquote(n.replace(".", "%")) for n in model.layers[-1].name.split(">")[1:]]
-probabilities = np.asarray(model.predict_on_batch(np.load(sys.argv[3]))).tolist()
-print(json.dumps({"backend": keras.config.backend(), "classes": names, "probabilities": probabilities}))
-"""
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_plain_keras_loads_the_classifier_without_the_project(exported, tmp_path, backend):
-    import sysconfig
-
     images = np.random.default_rng(0).integers(0, 256, (3, 50, 40, 3)).astype(np.uint8)
-    np.save(tmp_path / "images.npy", images)
-    (tmp_path / "client.py").write_text(PLAIN_CLIENT)
-    env = {key: value for key, value in subprocess_env().items() if key != "PYTHONPATH"}
-    result = subprocess.run(
-        [sys.executable, "-S", "client.py", sysconfig.get_paths()["purelib"], str(exported / "classifier.keras")]
-        + [str(tmp_path / "images.npy")],
-        cwd=tmp_path,
-        env={**env, "KERAS_BACKEND": backend},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
-    model, classes, _ = load_classifier(exported / "classifier.keras")
-    assert answer["backend"] == backend and answer["classes"] == classes
-    np.testing.assert_allclose(answer["probabilities"], np.asarray(model.predict_on_batch(images)), atol=1e-5)
+    assert_plain_keras_agrees(exported / "classifier.keras", images, backend, tmp_path)
 
 
-def tiny_images(folder: Path, count: int) -> list[Path]:
+def tiny_images(folder: Path, count: int, per_folder: int = 500) -> list[Path]:
     paths = []
     for i in range(count):
-        path = folder / f"part{i // 500:02d}" / f"img{i:05d}.png"
+        path = folder / f"part{i // per_folder:02d}" / f"img{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (4, 4), (i % 256, 0, 0)).save(path)
         paths.append(path)
@@ -290,7 +254,8 @@ def test_predict_decodes_a_folder_a_batch_at_a_time(tmp_path, monkeypatch):
 
     import transfer.artifacts.predict as module
 
-    tiny_images(tmp_path / "photos", 3000)
+    count = 10 * module.BATCH_SIZE + 5  # ten full batches and a short one, in two sub-folders
+    tiny_images(tmp_path / "photos", count, per_folder=200)
     decoded = []
 
     def load_and_count(path, size=None):
@@ -305,8 +270,8 @@ def test_predict_decodes_a_folder_a_batch_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "load_image", load_and_count)
     model = CountingModel(3, alive)
     results, errors = predict(model, ["a", "b", "c"], 32, [tmp_path / "photos"], top=1)
-    assert errors == {} and len(results) == 3000
-    assert sum(n for n, _ in model.seen) == 3000
+    assert errors == {} and len(results) == count
+    assert sum(n for n, _ in model.seen) == count
     # Flat: at each prediction at most one batch of decoded images exists, not every image of the folder.
     assert max(n_alive for _, n_alive in model.seen) <= module.BATCH_SIZE
 

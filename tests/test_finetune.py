@@ -14,7 +14,7 @@ import pytest
 from stages.evaluate import evaluate
 from stages.finetune import finetune
 from stages.train import train
-from tests.helpers import SMALL_FEATURES, SMALL_TRAIN
+from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, assert_plain_keras_agrees
 from tools.scratch_repo import md5_of
 from transfer.core.params import FeaturesParams, FinetuneParams, TrainParams
 from transfer.finetune import loop
@@ -42,15 +42,30 @@ def run(prepared, out: Path, **overrides) -> dict:
 md5 = md5_of
 
 
-def test_zero_epochs_gives_the_heads_test_predictions(prepared, tmp_path):
-    results = run(prepared, tmp_path, epochs=0)
+@pytest.fixture(scope="module")
+def zero(prepared, tmp_path_factory) -> tuple[Path, dict]:
+    """A run with finetune.epochs 0: its folder and results."""
+    out = tmp_path_factory.mktemp("zero")
+    return out, run(prepared, out, epochs=0)
+
+
+@pytest.fixture(scope="module")
+def finetuned(prepared, tmp_path_factory) -> Path:
+    """A run of FINETUNE's two epochs: its folder."""
+    out = tmp_path_factory.mktemp("finetuned")
+    run(prepared, out)
+    return out
+
+
+def test_zero_epochs_gives_the_heads_test_predictions(prepared, zero):
+    out, results = zero
     head = prepared["head"].parent / "head_metrics"
     for name in ("predictions.csv", "per_class.csv"):
-        assert (tmp_path / "metrics" / name).read_text() == (head / name).read_text(), name
+        assert (out / "metrics" / name).read_text() == (head / name).read_text(), name
     expected = json.loads((head / "test.json").read_text())
     assert set(results) == set(expected)
     assert results == pytest.approx(expected, abs=1e-6)
-    assert not (tmp_path / ".finetuned.keras.tmp-resume").exists()
+    assert not (out / ".finetuned.keras.tmp-resume").exists()
 
 
 def test_only_the_top_blocks_and_the_head_train_and_batchnorm_stays(prepared):
@@ -81,16 +96,15 @@ def test_only_the_top_blocks_and_the_head_train_and_batchnorm_stays(prepared):
         assert changed == should, f"{layer.name} {'changed' if changed else 'did not change'}"
 
 
-def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run_gives(prepared, tmp_path, monkeypatch):
-    # Run c below, interrupted and resumed, is a second run: its bytes equal to a's show both determinism and
-    # resume equivalence.
-    run(prepared, tmp_path / "a")
+def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run_gives(
+    prepared, zero, finetuned, tmp_path, monkeypatch
+):
     outputs = ["finetuned.keras", "metrics/test.json", "metrics/per_class.csv", "metrics/predictions.csv"]
-    run(prepared, tmp_path / "warm", epochs=0)  # fine-tuning kept a trained epoch, not the warm start
-    assert md5(tmp_path / "a/finetuned.keras") != md5(tmp_path / "warm/finetuned.keras")
-    assert json.loads((tmp_path / "a/metrics/train/metrics.json").read_text())["step"] == 1  # two epochs: 0, 1
+    assert md5(finetuned / "finetuned.keras") != md5(zero[0] / "finetuned.keras")  # it kept a trained epoch
+    assert json.loads((finetuned / "metrics/train/metrics.json").read_text())["step"] == 1  # two epochs: 0, 1
 
-    # Interrupted in the second epoch: the checkpoint of the first stays, and the next run starts from there.
+    # A second run, interrupted in its second epoch: the checkpoint of the first stays, and the next run starts from
+    # there. Its bytes equal to the uninterrupted run's show both determinism and resume equivalence.
     train_epoch = loop._train_epoch
 
     def interrupted(model, decoder, train, config, epoch, n_epochs):
@@ -100,56 +114,29 @@ def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run
 
     monkeypatch.setattr(loop, "_train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run(prepared, tmp_path / "c")
-    assert (tmp_path / "c/.finetuned.keras.tmp-resume/state.npz").is_file()
-    assert not (tmp_path / "c/finetuned.keras").exists()
-    monkeypatch.setattr(loop, "_train_epoch", train_epoch)
+        run(prepared, tmp_path)
+    assert (tmp_path / ".finetuned.keras.tmp-resume/state.npz").is_file()
+    assert not (tmp_path / "finetuned.keras").exists()
     epochs_trained = []
     monkeypatch.setattr(loop, "_train_epoch", lambda *args: epochs_trained.append(args[4]) or train_epoch(*args))
-    run(prepared, tmp_path / "c")
+    run(prepared, tmp_path)
     assert epochs_trained == [1]
-    assert [md5(tmp_path / "a" / name) for name in outputs] == [md5(tmp_path / "c" / name) for name in outputs]
-    assert not (tmp_path / "c/.finetuned.keras.tmp-resume").exists()
-
-
-@pytest.fixture(scope="module")
-def finetuned(prepared, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("finetuned")
-    run(prepared, out, epochs=1)
-    return out / "finetuned.keras"
+    assert [md5(finetuned / name) for name in outputs] == [md5(tmp_path / name) for name in outputs]
+    assert not (tmp_path / ".finetuned.keras.tmp-resume").exists()
 
 
 def test_the_finetuned_model_is_a_classifier_with_its_class_names(prepared, finetuned):
     from transfer.artifacts.predict import load_classifier
 
-    model, classes, image_size = load_classifier(finetuned)
+    model, classes, image_size = load_classifier(finetuned / "finetuned.keras")
     assert classes == json.loads((prepared["features"] / "classes.json").read_text()) and image_size == 32
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_plain_keras_loads_the_finetuned_model_without_the_project(finetuned, tmp_path, backend):
-    import subprocess
-    import sys
-    import sysconfig
-
-    from tests.test_export_predict import PLAIN_CLIENT
-    from tools.scratch_repo import subprocess_env
-    from transfer.artifacts.predict import load_classifier
-
     images = np.random.default_rng(1).integers(0, 256, (2, 45, 33, 3)).astype(np.uint8)
-    np.save(tmp_path / "images.npy", images)
-    (tmp_path / "client.py").write_text(PLAIN_CLIENT)
-    command = [sys.executable, "-S", "client.py", sysconfig.get_paths()["purelib"], str(finetuned)]
-    env = {**subprocess_env(), "KERAS_BACKEND": backend}
-    result = subprocess.run(
-        [*command, str(tmp_path / "images.npy")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
-    model, classes, _ = load_classifier(finetuned)
-    assert answer["backend"] == backend and answer["classes"] == classes
-    np.testing.assert_allclose(answer["probabilities"], np.asarray(model.predict_on_batch(images)), atol=1e-5)
+    assert_plain_keras_agrees(finetuned / "finetuned.keras", images, backend, tmp_path)
 
 
 def test_augmentation_is_a_seeded_crop_and_flip(prepared):

@@ -222,7 +222,7 @@ def test_rerun_passes_on_a_deterministic_run_and_names_what_differs_otherwise(co
 
 
 def test_an_on_demand_pipeline_is_checked_once_it_has_been_run(committed, tmp_path, capsys):
-    # Like release/dvc.yaml's export: a second dvc.yaml that `dvc repro` (no target) does not run.
+    # Like finetune/dvc.yaml: a second dvc.yaml that `dvc repro` (no target) does not run.
     repo = clone(committed, tmp_path / "sub")
     (repo / "release").mkdir()
     stage = {"cmd": "python -c \"open('copy.txt', 'w').write(open('mid.txt').read())\"", "wdir": ".."}
