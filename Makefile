@@ -21,10 +21,10 @@ format:  ## apply ruff's fixes and formatting
 typecheck:  ## mypy over transfer/ and stages/ (configured in pyproject.toml)
 	$(BIN)/mypy
 
-test-fast:  ## the tests without dvc and subprocess runs (about two minutes)
+test-fast:  ## the tests without dvc and subprocess runs (about 2.5 minutes on 2 cores)
 	$(BIN)/python -m pytest -m "not e2e"
 
-test:  ## every test (about 10 minutes on 2 cores)
+test:  ## every test (about 14 minutes on 2 cores; a worker per core, -n 0 for one process)
 	$(BIN)/python -m pytest
 
 verify:  ## is the committed dvc.lock up to date with the code, params and data? (python -m tools.verify)

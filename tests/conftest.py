@@ -50,3 +50,22 @@ def feature_cache(tmp_path_factory) -> dict[str, Path]:
     write_manifests(split_images(list_images(images), 0.2, 0.2, 0), split)
     extract_features(images, split, features, FeaturesParams(**SMALL_FEATURES))
     return {"root": root, "images": images, "split": split, "features": features}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Files with end-to-end tests first. pytest-xdist hands each worker whole files in this order, so the long
+    files start at once and the short ones fill the gaps, rather than one long file running alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject.toml): a worker per core the process may use, as memory allows. A worker with the stages
+    it starts peaks near 4 GiB; a machine that shows many cores but holds little memory gets fewer workers."""
+    import os
+
+    from transfer.core.machine_memory import available_memory
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    room = available_memory()
+    return max(1, min(cores, room[0] // (4 * 2**30) if room else cores))
