@@ -3,7 +3,7 @@
 `load()` validates the whole file; a typo, a wrong type or a value out of range stops the stage with a message
 that names the key, the value and what is allowed, and an unknown key suggests the nearest known one. Each field's
 `description` is both the "must be ..." of its error message and its line in docs/params.md
-(`python -m transfer.core.params` prints that table; a test keeps the two equal).
+(`python -m tools.params_doc` prints that table; a test keeps the two equal).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from transfer.core import params_file
@@ -291,21 +290,3 @@ def check_unchanged() -> None:
             f"{path} changed while the stage ran ({details}); its outputs were made with the old values, so "
             "they are not recorded as up to date: run `dvc repro` again"
         )
-
-
-def markdown_table(defaults: dict) -> str:
-    """docs/params.md's table: every key's default (from a parsed params.yaml) and meaning (from its declaration)."""
-    lines = ["| key | default | meaning |", "|---|---|---|"]
-    for name, section in SECTIONS.items():
-        for key, field in section.model_fields.items():
-            choices = getattr(field.annotation, "__args__", ())
-            meaning = field.description or ""
-            if choices and all(isinstance(c, str) for c in choices) and "one of" not in meaning:
-                meaning += f": {', '.join(f'`{c}`' for c in choices)}"
-            default = yaml.safe_dump(defaults[name][key], default_flow_style=True).strip().removesuffix("\n...")
-            lines.append(f"| `{name}.{key}` | `{default}` | {meaning} |")
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # python -m transfer.core.params > docs/params.md's table
-    print(markdown_table(_read_yaml(Path("params.yaml"))), end="")
