@@ -39,9 +39,6 @@ def run(prepared, out: Path, **overrides) -> dict:
     return finetune(*args, out / "finetuned.keras", out / "metrics", FEATURES, config)
 
 
-md5 = md5_of
-
-
 @pytest.fixture(scope="module")
 def zero(prepared, tmp_path_factory) -> tuple[Path, dict]:
     """A run with finetune.epochs 0: its folder and results."""
@@ -100,7 +97,7 @@ def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run
     prepared, zero, finetuned, tmp_path, monkeypatch
 ):
     outputs = ["finetuned.keras", "metrics/test.json", "metrics/per_class.csv", "metrics/predictions.csv"]
-    assert md5(finetuned / "finetuned.keras") != md5(zero[0] / "finetuned.keras")  # it kept a trained epoch
+    assert md5_of(finetuned / "finetuned.keras") != md5_of(zero[0] / "finetuned.keras")  # it kept a trained epoch
     assert json.loads((finetuned / "metrics/train/metrics.json").read_text())["step"] == 1  # two epochs: 0, 1
 
     # A second run, interrupted in its second epoch: the checkpoint of the first stays, and the next run starts from
@@ -121,7 +118,7 @@ def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run
     monkeypatch.setattr(loop, "_train_epoch", lambda *args: epochs_trained.append(args[4]) or train_epoch(*args))
     run(prepared, tmp_path)
     assert epochs_trained == [1]
-    assert [md5(finetuned / name) for name in outputs] == [md5(tmp_path / name) for name in outputs]
+    assert [md5_of(finetuned / name) for name in outputs] == [md5_of(tmp_path / name) for name in outputs]
     assert not (tmp_path / ".finetuned.keras.tmp-resume").exists()
 
 
