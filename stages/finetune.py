@@ -21,12 +21,12 @@ import json
 import sys
 from pathlib import Path
 
-from stages.evaluate import summary, write_results
 from transfer.artifacts.classifier import build_classifier
 from transfer.artifacts.keras_files import save_model
 from transfer.core import cli, devices, params, signals
 from transfer.core.errors import StageError
 from transfer.core.files import atomic_output, remove
+from transfer.evaluation.scores import summary, write_results
 from transfer.features import memory
 from transfer.features.cache import load_classes
 from transfer.features.decode_pool import ImageDecoder

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from matplotlib import font_manager
 
-from transfer.head.plots import confusion_figure
+from transfer.evaluation.plots import confusion_figure
 
 CLASSES = ["ant", "日本", "café"]  # Japanese: not in DejaVu Sans, matplotlib's default font
 LABELS, PREDICTED = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from stages.evaluate import evaluate, score
+from stages.evaluate import evaluate
 from stages.train import train
 from tests.helpers import SMALL_TRAIN
 from transfer.core.errors import StageError
 from transfer.core.params import TrainParams
+from transfer.evaluation.scores import score
 
 METRIC_KEYS = {"accuracy", "loss", "top5_accuracy", "balanced_accuracy", "macro_f1", "n_test"}
 

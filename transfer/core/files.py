@@ -4,6 +4,7 @@ full disk or a file-size limit turned into one clear error (every stage writes t
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import hashlib
 import json
@@ -113,6 +114,14 @@ def write_json(path: Path, data: object, digits: int = 6) -> None:
     text = json.dumps(_rounded(data, digits), indent=2, sort_keys=True) + "\n"
     with atomic_output(Path(path)) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_csv(path: Path, header: list[str], rows) -> None:
+    """Write a CSV table: UTF-8, a header row, newline line ends, atomic."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def file_md5(path: Path) -> str:

@@ -1,1 +1,1 @@
-"""The classifier head on the cached features: training, its forward pass in NumPy, the confusion plot."""
+"""The classifier head on the cached features: training, the memory check, its forward pass in NumPy."""
