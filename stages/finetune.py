@@ -27,10 +27,9 @@ from transfer.core import cli, devices, params, signals
 from transfer.core.errors import StageError
 from transfer.core.files import atomic_output, remove
 from transfer.evaluation.scores import summary, write_results
-from transfer.features import memory
 from transfer.features.cache import load_classes
 from transfer.features.decode_pool import ImageDecoder
-from transfer.finetune import loop
+from transfer.finetune import loop, memory
 from transfer.finetune import model as finetune_model
 from transfer.finetune.data import manifests
 
@@ -73,7 +72,7 @@ def finetune(
     keras = devices.use(features.backend)
     device = devices.prepare_device(features.backend)
     on_gpu, largest_part = device.startswith("GPU"), max(len(part[0]) for part in data.values())
-    memory.check_fits(features, largest_part, on_gpu, batch_size=config.batch_size, unfreeze=config.unfreeze)
+    memory.check_fits(features, largest_part, on_gpu, config.batch_size, config.unfreeze)
     # A fresh Keras session: the names Keras numbers (input_layer_3) and so the file's bytes do not depend on what
     # the process built before (tests run the stage several times in one process).
     keras.backend.clear_session()

@@ -15,6 +15,7 @@ from tests.test_interruption import FEATURES_ARGS, make_project
 from transfer.core.errors import StageError
 from transfer.core.params import FeaturesParams
 from transfer.features import memory
+from transfer.finetune import memory as finetune_memory
 
 GIB = 2**30
 REAL_MEMINFO = Path("/proc/meminfo").read_text()
@@ -106,13 +107,13 @@ def test_fine_tuning_is_checked_for_its_training_peak_naming_finetune_batch_size
     offer = (3 * GIB, "MemAvailable in /proc/meminfo")
     memory.check_fits(config(), largest_part=5485, workers=8, offer=offer)  # the features stage fits
     with pytest.raises(StageError) as caught:  # training a batch of 64 at 256 px does not
-        memory.check_fits(config(), largest_part=5485, workers=8, offer=offer, batch_size=64, unfreeze=1)
+        finetune_memory.check_fits(config(), 5485, False, batch_size=64, unfreeze=1, workers=8, offer=offer)
     message = str(caught.value)
     assert message.startswith("features.image_size 256 with finetune.batch_size 64 would need about")
     batch = int(message.split("finetune.batch_size to ")[1].split()[0])
-    memory.check_fits(config(), largest_part=5485, workers=8, offer=offer, batch_size=batch, unfreeze=1)
+    finetune_memory.check_fits(config(), 5485, False, batch_size=batch, unfreeze=1, workers=8, offer=offer)
     with pytest.raises(StageError):  # unfreezing most of the backbone needs more again
-        memory.check_fits(config(), largest_part=5485, workers=8, offer=offer, batch_size=batch, unfreeze=16)
+        finetune_memory.check_fits(config(), 5485, False, batch_size=batch, unfreeze=16, workers=8, offer=offer)
 
 
 def peak_of_stage(project: Path) -> int:

@@ -1,7 +1,7 @@
 """How much memory this process may still use: MemAvailable, and the tightest cgroup limit above it (v2 or v1).
 
-Shared by the stages that check their peak before they spend it: features (transfer/features/memory.py) and
-train (transfer/head/memory.py).
+Shared by the stages that check their peak before they spend it: features (transfer/features/memory.py), train
+(transfer/head/memory.py) and finetune (transfer/finetune/memory.py).
 """
 
 from __future__ import annotations

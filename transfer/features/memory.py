@@ -37,21 +37,8 @@ FOOTPRINTS = {
 # JAX (XLA on the CPU) measured for resnet50: base 0.77 GB, 420 B/px, about twice TensorFlow's activations.
 # PyTorch is not measured here: TensorFlow's figures stand in for it.
 JAX_PER_PIXEL = 2.2
-# Fine-tuning keeps what the backward pass needs, the gradients and Adam's moments. Measured with
-# `python -m benchmarks.finetune` (resnet50, 128 px, batch 16, TensorFlow CPU), growth over the built model per pixel
-# against inference: 1.7x with the top block trainable, 2.0x with three, 17x for every layer (BatchNorm training).
-# Rounded up: 3x for up to FEW_BLOCKS blocks, 18x beyond (an estimate between the measured points).
-TRAINING_PER_PIXEL, MANY_BLOCKS_PER_PIXEL, FEW_BLOCKS = 3.0, 18.0, 3
 # Each decoding worker: Python, NumPy and Pillow (27 MB measured) and one decoded photo (12 megapixels: 36 MB).
 WORKER = 64 * MIB
-
-
-@dataclass(frozen=True)
-class _Sized:
-    backbone: str
-    backend: str
-    image_size: int
-    batch_size: int
 
 
 def _workers() -> int:
@@ -61,16 +48,14 @@ def _workers() -> int:
 
 
 def estimate(
-    backbone: str, backend: str, image_size: int, batch: int, workers: int, on_gpu: bool = False, training: int = -1
+    backbone: str, backend: str, image_size: int, batch: int, workers: int, on_gpu: bool = False, scale: float = 1.0
 ) -> dict:
-    """The stage's peak memory on this machine, in bytes, by part (a batch of `batch` images); `training` >= 0: the
-    fine-tuning stage's, with that many blocks unfrozen."""
+    """The stage's peak memory on this machine, in bytes, by part (a batch of `batch` images); `scale` multiplies
+    the model's activations per pixel (fine-tuning keeps more of them: transfer/finetune/memory.py)."""
     from transfer.features.decode_pool import slot_count
 
     footprint = FOOTPRINTS[backbone]
-    per_pixel = footprint.per_pixel * (JAX_PER_PIXEL if backend == "jax" else 1)
-    if training >= 0:
-        per_pixel *= TRAINING_PER_PIXEL if training <= FEW_BLOCKS else MANY_BLOCKS_PER_PIXEL
+    per_pixel = footprint.per_pixel * (JAX_PER_PIXEL if backend == "jax" else 1) * scale
     pixels = batch * image_size * image_size
     return {
         # On a GPU the activations live in its own memory; the host holds the framework and the batch's pixels.
@@ -86,17 +71,13 @@ def check_fits(
     on_gpu: bool = False,
     workers: int | None = None,
     offer=None,
-    batch_size: int | None = None,
-    unfreeze: int = 0,
+    batch_key: str = "features.batch_size",
+    scale: float = 1.0,
 ) -> None:
     """Raise a StageError naming features.image_size / features.batch_size and values that fit, when the stage's
     estimated peak, less what this process holds already, exceeds the memory on offer (FeaturesParams config;
-    no batch holds more images than the largest part of the split). With `batch_size` (finetune.batch_size), the
-    fine-tuning stage's training peak with `unfreeze` blocks trainable, and finetune.batch_size named instead."""
-    training = unfreeze if batch_size is not None else -1
-    batch_key = "finetune.batch_size" if batch_size is not None else "features.batch_size"
-    if batch_size is not None:
-        config = _Sized(config.backbone, config.backend, config.image_size, batch_size)
+    no batch holds more images than the largest part of the split). `batch_key` names the batch size param of the
+    stage checked, `scale` multiplies the activations (transfer/finetune/memory.py checks fine-tuning so)."""
     workers = workers or _workers()
     offer = offer or available_memory()
     if offer is None:
@@ -105,15 +86,13 @@ def check_fits(
     held = current_usage()
 
     def need(size: int, batch_size: int) -> int:
-        parts = estimate(
-            config.backbone, config.backend, size, min(batch_size, largest_part), workers, on_gpu, training
-        )
+        parts = estimate(config.backbone, config.backend, size, min(batch_size, largest_part), workers, on_gpu, scale)
         return sum(parts.values()) - held
 
     if need(config.image_size, config.batch_size) <= available:
         return
     batch = min(config.batch_size, largest_part)
-    parts = estimate(config.backbone, config.backend, config.image_size, batch, workers, on_gpu, training)
+    parts = estimate(config.backbone, config.backend, config.image_size, batch, workers, on_gpu, scale)
     detail = ", ".join(f"{name} {value / GIB:.1f}" for name, value in parts.items())
     fixes = []
     rows = next((b for b in range(batch - 1, 0, -1) if need(config.image_size, b) <= available), None)
