@@ -5,7 +5,7 @@
     python -m benchmarks.benchmark --classes 20 --per-class 100 --size 128 --memory-sets 1000 4000 --name cpu
     python -m benchmarks.benchmark --backends tensorflow jax   # the other backends to set beside TensorFlow
 
-It generates class folders of JPEGs (testing.synthetic) and splits them with the split stage's own
+It generates class folders of JPEGs (synthetic.datasets) and splits them with the split stage's own
 functions, then measures:
   (1) the tutorial's way: benchmarks/tutorial_way.py, one Keras model (frozen ResNet50 + the tutorial's
       head) trained 5 epochs from the JPEG files, validated every epoch, evaluated on the test split;
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import yaml
 
-from tools import scratch_repo
+from synthetic import repos as scratch_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
@@ -135,7 +135,7 @@ def machine() -> dict:
 
 def make_images(classes: int, per_class: int, size: int) -> Path:
     """Generated class folders of JPEGs, reused between runs (keyed by their settings)."""
-    from testing.synthetic import make_image_folders
+    from synthetic.datasets import make_image_folders
 
     folder = WORK / f"images-{classes}x{per_class}-{size}px"
     if not (folder / ".complete").is_file():

@@ -4,8 +4,8 @@
     python -m benchmarks.experiments --quick                # 4 classes x 30 images at 32 px, a sweep of 2
     python -m benchmarks.experiments --code DIR --name experiments_before   # the pipeline as DIR has it
 
-A scratch git + DVC repository (tools.scratch_repo) holds the pipeline (this checkout's, or DIR's with --code) and
-a generated archive (testing.synthetic) read as a local file, with the random-init ResNet50 weights file of
+A scratch git + DVC repository (synthetic.repos) holds the pipeline (this checkout's, or DIR's with --code) and
+a generated archive (synthetic.datasets) read as a local file, with the random-init ResNet50 weights file of
 benchmarks.benchmark. After one full `dvc repro` and a commit it measures, each a fresh process as a user runs it:
   - `python -c "import keras"` (TensorFlow), the yardstick, before and after the experiments;
   - `dvc exp run -S train.learning_rate=...` (the dense head) and `dvc exp run -S train.head=logistic`: wall time,
@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.benchmark import WORK, fill_defaults, machine, save_and_show
-from tools import scratch_repo
+from synthetic import repos as scratch_repo
 
 HEAD_STAGES = ("train", "evaluate", "export")
 KERAS_IMPORT = [sys.executable, "-c", "import keras"]
@@ -105,7 +105,7 @@ def wait_for_queue(steps: Steps, repo: Path, names: list[str], limit: float) -> 
 
 def run(args: argparse.Namespace) -> dict:
     from benchmarks.benchmark import Runner, make_weights
-    from testing.synthetic import make_archive
+    from synthetic.datasets import make_archive
 
     work = WORK / args.name
     shutil.rmtree(work, ignore_errors=True)

@@ -6,7 +6,7 @@ and its small pure dependencies travel as wheels (see benchmarks/README.md). Fro
     python3 -m benchmarks.gpu_benchmark                       # 5,000 JPEGs of 256x256, batch 64 and 256
     python3 -m benchmarks.gpu_benchmark --images 200 --size 64 --allow-cpu   # a dry run without a GPU
 
-Steps: generate N JPEGs (testing.synthetic's pictures, parallel processes) and split them (the split stage's code);
+Steps: generate N JPEGs (synthetic.datasets's pictures, parallel processes) and split them (the split stage's code);
 then, per backend, in a process of its own (Keras picks its backend at import):
   stage_cold     the features stage's own function, extract_features, as `dvc repro` runs it: model build,
                  compile, every image decoded, run and written (the stage's own timer);
@@ -60,7 +60,7 @@ def _write_images(job: tuple[str, list[tuple[int, int, int]], int, int]) -> int:
     """One worker's share: (class index, image number, seed) -> root/<class>/image_NNNN.jpg."""
     import numpy as np
 
-    from testing.synthetic import class_names, make_image
+    from synthetic.datasets import class_names, make_image
 
     root, items, n_classes, size = job
     names = class_names(n_classes)
@@ -73,7 +73,7 @@ def _write_images(job: tuple[str, list[tuple[int, int, int]], int, int]) -> int:
 def make_dataset(scratch: Path, n_images: int, size: int) -> dict:
     """n_images JPEGs in up to 50 class folders, written by parallel processes, and their split."""
     from stages.split import list_images, split_images, write_manifests
-    from testing.synthetic import class_names
+    from synthetic.datasets import class_names
 
     images = scratch / "images"
     n_classes = max(2, min(50, n_images // 20))

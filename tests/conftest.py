@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from testing.synthetic import make_archive
+from synthetic.datasets import make_archive
 from tests.helpers import SMALL_FEATURES
 from tests.http_server import FileServer
 
@@ -41,7 +41,7 @@ def feature_cache(tmp_path_factory) -> dict[str, Path]:
     """Generated images, their split and cached features, made in-process once per session."""
     from stages.features import extract_features
     from stages.split import list_images, split_images, write_manifests
-    from testing.synthetic import make_image_folders
+    from synthetic.datasets import make_image_folders
     from transfer.core.params import FeaturesParams
 
     root = tmp_path_factory.mktemp("cache")

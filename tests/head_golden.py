@@ -47,7 +47,7 @@ def run_heads(root: Path) -> dict:
     and the md5 of the two CSV files evaluate writes."""
     from stages.evaluate import evaluate
     from stages.train import train
-    from tools.scratch_repo import md5_of
+    from synthetic.repos import md5_of
     from transfer.core.params import TrainParams
 
     cache = write_feature_cache(root)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import scratch_repo
-from tools.scratch_repo import ROOT, subprocess_env, write_params
+from synthetic import repos as scratch_repo
+from synthetic.repos import ROOT, subprocess_env, write_params
 
 SMALL_FEATURES = dict(backbone="resnet50", backend="tensorflow", weights=None, image_size=32, batch_size=8)
 SMALL_TRAIN = dict(

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from testing.synthetic import make_image_folders
+from synthetic.datasets import make_image_folders
+from synthetic.repos import ROOT, small_params, subprocess_env
 from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, run_stage
-from tools.scratch_repo import ROOT, small_params, subprocess_env
 from transfer.core import devices
 from transfer.core.errors import StageError
 
@@ -52,7 +52,7 @@ def run_features(workspace, name: str, run: str, weights: str | None = "resnet50
 
 @pytest.mark.e2e
 def test_tensorflow_and_jax_agree_and_jax_is_byte_identical_between_runs(workspace):
-    # TensorFlow's own repeatability is checked by testing.check_reproducible (the whole pipeline, twice).
+    # TensorFlow's own repeatability is checked by tests.check_reproducible (the whole pipeline, twice).
     tensorflow = run_features(workspace, "tensorflow", "0")
     first, second = (run_features(workspace, "jax", str(i)) for i in range(2))
     assert first == second, "jax: two runs on the CPU gave different bytes"

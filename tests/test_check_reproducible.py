@@ -1,4 +1,4 @@
-"""The comparison logic of testing/check_reproducible.py: it must name every file that differs between two runs,
+"""The comparison logic of tests/check_reproducible.py: it must name every file that differs between two runs,
 byte for byte, with nothing masked (models included: transfer/artifacts/keras_files.py writes them byte-stable)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from testing import check_reproducible as cr
-from tools import scratch_repo
+from synthetic import repos as scratch_repo
+from tests import check_reproducible as cr
 
 DVC_YAML = {
     "stages": {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.scratch_repo import ROOT
+from synthetic.repos import ROOT
 
 WORKFLOWS = ROOT / ".github/workflows"
 

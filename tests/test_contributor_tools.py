@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.scratch_repo import ROOT
+from synthetic.repos import ROOT
 
 BIN = Path(sys.executable).parent
 

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from tools.scratch_repo import ROOT, subprocess_env
+from synthetic.repos import ROOT, subprocess_env
 
 WRITERS = textwrap.dedent(
     """

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from stages import download
+from synthetic.repos import ROOT, md5_of, write_params
 from tests import helpers
 from tests.helpers import run_stage, stage_command, wait_for
-from tools.scratch_repo import ROOT, md5_of, write_params
 from transfer.core.errors import StageError
 from transfer.fetch import downloads
 

@@ -14,10 +14,10 @@ from urllib.parse import quote
 import pytest
 
 from stages import download
+from synthetic.repos import md5_of, write_params
 from tests.helpers import run_stage, stage_command, wait_for
 from tests.http_server import FileServer
 from tests.test_download import BODY, MD5, fetch, partial_files, ranges, stage_params, zip_body
-from tools.scratch_repo import md5_of, write_params
 from transfer.core.errors import StageError
 
 

@@ -3,7 +3,7 @@ the on-demand fine-tuning not yet run; `dvc checkout`, `dvc pull` in a clone at 
 with DVC's hooks succeed, a head experiment stores only the head, and `python -m tools.verify` passes, then fails on
 a pin change.
 
-Every dvc.yaml of the project is covered without naming it (tools.scratch_repo.pipeline_files): a pipeline that
+Every dvc.yaml of the project is covered without naming it (synthetic.repos.pipeline_files): a pipeline that
 `dvc repro` does not run must have only uncached outputs, or `dvc checkout` would fail on them (docs/experiments.md,
 "Pipelines on demand"). One module fixture pays for the one full `dvc repro`; tests/test_pipeline.py runs
 finetune/dvc.yaml after it and checks that `dvc status` is then empty.
@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testing.synthetic import make_archive
-from tests.http_server import FileServer
-from tools.scratch_repo import (
+from synthetic.datasets import make_archive
+from synthetic.repos import (
     clone,
     commit_all,
     copy_pipeline,
@@ -34,6 +33,7 @@ from tools.scratch_repo import (
     stage_names,
     stages_run,
 )
+from tests.http_server import FileServer
 
 pytestmark = pytest.mark.e2e
 

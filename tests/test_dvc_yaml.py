@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.scratch_repo import PIPELINE_FILES, ROOT
+from synthetic.repos import PIPELINE_FILES, ROOT
 from transfer.core import params
 
 # The pipeline's stages: those of every dvc.yaml in the project (finetune/dvc.yaml's run on demand).

@@ -12,8 +12,8 @@ from PIL import Image
 
 from stages.export import export
 from stages.train import train
+from synthetic.repos import ROOT, subprocess_env
 from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, assert_plain_keras_agrees, predict
-from tools.scratch_repo import ROOT, subprocess_env
 from transfer.artifacts.predict import load_classifier
 from transfer.core.errors import StageError
 from transfer.core.images import load_image
@@ -111,7 +111,7 @@ def test_predict_classifies_a_folder_and_names_each_bad_path(exported, feature_c
 
 
 def test_predict_on_every_image_format_matches_pillow_pixels(exported, tmp_path):
-    from testing.image_corpus import make_corpus
+    from synthetic.image_corpus import make_corpus
     from tests.test_images import pillow_pixels
 
     samples = make_corpus(tmp_path / "corpus")

@@ -16,10 +16,10 @@ import yaml
 from PIL import Image
 
 from stages import extract
-from testing import archive_bytes, synthetic
-from testing.synthetic import make_image
+from synthetic import archive_bytes, datasets
+from synthetic.datasets import make_image
+from synthetic.repos import ROOT
 from tests.helpers import run_stage
-from tools.scratch_repo import ROOT
 from transfer.core.errors import StageError
 
 EXCLUDE = ("BACKGROUND_Google",)
@@ -467,8 +467,8 @@ def test_file_size_limit_while_extracting_is_one_clear_error(tmp_path):
     import resource
     import subprocess
 
+    from synthetic.repos import write_params
     from tests.helpers import stage_command
-    from tools.scratch_repo import write_params
 
     (tmp_path / "data" / "raw").mkdir(parents=True)
     make_tar(tmp_path / "data" / "raw" / "big.tar.gz", {**good_classes(), "class_0/big.jpg": bytes(300_000)})
@@ -534,7 +534,7 @@ def test_cli_needs_exactly_one_archive(tmp_path, files):
 def test_official_fixture_is_the_real_listing(archives):
     archive, _ = archives["official"]
     with zipfile.ZipFile(archive) as zf:
-        assert zf.namelist() == synthetic.OFFICIAL_LISTING  # all seven entries, in the real order
+        assert zf.namelist() == datasets.OFFICIAL_LISTING  # all seven entries, in the real order
         for name in zf.namelist():
             if name.startswith("__MACOSX/"):
                 assert zf.read(name)[:4] == b"\x00\x05\x16\x07"  # AppleDouble
@@ -573,7 +573,7 @@ def test_plain_file_beside_the_class_folders(out, tmp_path, beside, wrapper):
 
 def test_flower_photos_layout(out, tmp_path):
     archive = tmp_path / "flower_photos.tgz"
-    expected = synthetic.make_archive(archive, layout="flowers", n_classes=3, per_class=4, size=32)
+    expected = datasets.make_archive(archive, layout="flowers", n_classes=3, per_class=4, size=32)
     with tarfile.open(archive) as tar:
         assert "flower_photos/LICENSE.txt" in tar.getnames()
     report = run_extract(archive, out)
@@ -595,7 +595,7 @@ def utf8_names(images: Path) -> list[str]:
 @pytest.mark.parametrize("layout", ["infozip", "windows", "macos", "latin1"])
 def test_names_as_tools_write_them(out, tmp_path, layout):
     archive = tmp_path / ("names.tar" if layout == "latin1" else "names.zip")
-    expected = synthetic.make_archive(archive, layout=layout, n_classes=3, per_class=4, size=32)
+    expected = datasets.make_archive(archive, layout=layout, n_classes=3, per_class=4, size=32)
     if layout != "latin1":  # the fixture really is what the tool writes
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()

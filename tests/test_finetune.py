@@ -14,8 +14,8 @@ import pytest
 from stages.evaluate import evaluate
 from stages.finetune import finetune
 from stages.train import train
+from synthetic.repos import md5_of
 from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, assert_plain_keras_agrees
-from tools.scratch_repo import md5_of
 from transfer.core.params import FeaturesParams, FinetuneParams, TrainParams
 from transfer.finetune import loop
 

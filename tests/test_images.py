@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from testing.image_corpus import make_corpus, picture
+from synthetic.image_corpus import make_corpus, picture
 from transfer.core.images import ImageError, check_image, load_image
 from transfer.features.decode_pool import ImageDecoder
 

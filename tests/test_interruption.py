@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from stages.split import list_images, split_images, write_manifests
-from testing.synthetic import make_image_folders
+from synthetic.datasets import make_image_folders
+from synthetic.repos import ROOT
 from tests.helpers import holding_decoding, run_stage, stage_command, wait_for
-from tools.scratch_repo import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testing.synthetic import make_archive
-from tests.http_server import FileServer
-from tools import verify
-from tools.scratch_repo import (
+from synthetic.datasets import make_archive
+from synthetic.repos import (
     clone,
     commit_all,
     copy_pipeline,
@@ -24,6 +22,8 @@ from tools.scratch_repo import (
     small_params,
     stages_run,
 )
+from tests.http_server import FileServer
+from tools import verify
 
 pytestmark = pytest.mark.e2e
 FIRST_STAGES = ["source", "download", "extract"]

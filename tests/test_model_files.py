@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.scratch_repo import ROOT, subprocess_env
+from synthetic.repos import ROOT, subprocess_env
 from transfer.artifacts.keras_files import FIXED_TIME, canonicalize
 
 # A trained head like the train stage's (BatchNorm, Dropout, Dense, Adam state), built and saved in a fresh process.

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from testing.synthetic import make_archive
-from tests.helpers import holding, wait_for
-from tools.scratch_repo import (
+from synthetic.datasets import make_archive
+from synthetic.repos import (
     dvc,
     git,
     make_repo,
@@ -22,6 +21,7 @@ from tools.scratch_repo import (
     subprocess_env,
     write_params,
 )
+from tests.helpers import holding, wait_for
 
 pytestmark = pytest.mark.e2e
 

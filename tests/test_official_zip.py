@@ -10,9 +10,9 @@ import unicodedata
 import pandas as pd
 import pytest
 
-from testing.synthetic import make_archive
+from synthetic.datasets import make_archive
+from synthetic.repos import dvc_status, md5_of, small_params
 from tests.helpers import dvc, make_repo
-from tools.scratch_repo import dvc_status, md5_of, small_params
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from synthetic.repos import ROOT
 from tests.test_requirements import pins
-from tools.scratch_repo import ROOT
 from transfer.fetch.credentials import session
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synthetic.repos import ROOT
 from tests.helpers import run_stage
 from tools import params_doc
-from tools.scratch_repo import ROOT
 from transfer.core import params
 from transfer.core.errors import StageError
 

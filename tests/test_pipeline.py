@@ -20,9 +20,9 @@ from stages.extract import extract
 from stages.features import extract_features
 from stages.split import list_images, split_images, write_manifests
 from stages.train import train
-from testing.synthetic import make_archive
+from synthetic.datasets import make_archive
+from synthetic.repos import md5_of, read_params, small_params, stages_restored, stages_run, write_params
 from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, dvc, fetch, make_repo
-from tools.scratch_repo import md5_of, read_params, small_params, stages_restored, stages_run, write_params
 from transfer.core.params import FeaturesParams, TrainParams
 from transfer.features.cache import load_classes
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.scratch_repo import ROOT, pipeline_files
+from synthetic.repos import ROOT, pipeline_files
 
-PROJECT_PACKAGES = ("transfer", "stages", "tools", "testing", "tests", "benchmarks")
+PROJECT_PACKAGES = ("transfer", "stages", "tools", "synthetic", "tests", "benchmarks")
 
 
 def sources() -> list[Path]:
@@ -234,7 +234,7 @@ def test_a_stale_reference_of_each_kind_is_reported(kind, tmp_path):
     "text",
     [
         "see transfer/core/images.py and `docs/`",
-        "`python -m tools.verify`, transfer.core.params.load, testing.synthetic",
+        "`python -m tools.verify`, transfer.core.params.load, synthetic.datasets",
         "tests/test_params.py::test_repository_params_are_valid_and_documented",
         '[the estimate](docs/memory.md#the-estimate), docs/memory.md, "The estimate"',
         "`make test-fast`, stages/<name>.py, metrics/test.json, models/classifier.keras, metrics/train/",

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testing.synthetic import make_archive
-from tools import report as report_tool
-from tools.scratch_repo import (
+from synthetic.datasets import make_archive
+from synthetic.repos import (
     ROOT,
     clone,
     commit_all,
@@ -36,6 +35,7 @@ from tools.scratch_repo import (
     subprocess_env,
     write_params,
 )
+from tools import report as report_tool
 from transfer.core.errors import StageError
 
 REPORT_WORKFLOW = ROOT / ".github/workflows/report.yml"

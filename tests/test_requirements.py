@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tools.scratch_repo import ROOT
+from synthetic.repos import ROOT
 
 LOCKS = {
     "requirements.txt": "requirements.in",

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from testing.synthetic import make_archive
+from synthetic.datasets import make_archive
+from synthetic.repos import ROOT, commit_all, md5_of, pipeline_files, small_params, write_params
 from tests.helpers import make_repo, sh
 from tests.http_server import FileServer
-from tools.scratch_repo import ROOT, commit_all, md5_of, pipeline_files, small_params, write_params
 
 USER, PASSWORD, QUERY = "urluser-q1w2", "urlpass-e3r4", "query-t5y6"
 TOKEN, HEADER, NETRC_LOGIN, NETRC_PASSWORD = "token-u7i8", "header-o9p0", "netrclogin-z1x2", "netrc-a1s2"

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from stages import split
+from synthetic.repos import ROOT
 from tests.helpers import run_stage
-from tools.scratch_repo import ROOT
 from transfer.core.errors import StageError
 
 # Class sizes where rounding up and rounding down give different splits.
@@ -187,7 +187,7 @@ GOLDEN = {
 @pytest.mark.parametrize("layout", list(GOLDEN))
 def test_golden_split_membership(tmp_path, layout):
     from stages.extract import extract
-    from testing.synthetic import make_archive
+    from synthetic.datasets import make_archive
 
     archive = tmp_path / {"official": "caltech-101.zip", "legacy": "101.tar.gz", "macos": "m.zip"}.get(layout, "f.tgz")
     make_archive(archive, layout=layout, n_classes=4, per_class=12, size=32, seed=5)

@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from synthetic.repos import read_params, small_params, stages_restored, stages_run, subprocess_env, write_params
 from tests.helpers import dvc, holding_decoding, make_repo, stage_command, wait_for
 from tests.test_interruption import FEATURES_ARGS, make_project, output_files
-from tools.scratch_repo import read_params, small_params, stages_restored, stages_run, subprocess_env, write_params
 from transfer.core import signals
 
 pytestmark = pytest.mark.e2e

@@ -147,7 +147,7 @@ def test_keras_loads_without_the_optional_modules_it_would_pull_in_and_they_stay
     import subprocess
     import sys
 
-    from tools.scratch_repo import ROOT, subprocess_env
+    from synthetic.repos import ROOT, subprocess_env
 
     code = (
         "import sys; from transfer.core import devices; devices.use('tensorflow')\n"

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synthetic.repos import clone, commit_all, dvc, git, run, subprocess_env
 from tests.helpers import wait_for
 from tools import verify
-from tools.scratch_repo import clone, commit_all, dvc, git, run, subprocess_env
 
 pytestmark = pytest.mark.e2e
 

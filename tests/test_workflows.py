@@ -4,7 +4,7 @@ and a shared cache through a DVC remote.
 
 One module-scoped fixture pays for the one full `dvc repro` here; every other test works in a `git clone` of it
 that pulls its data from a local DVC remote, and so reruns at most the three head stages. Determinism (two runs
-from scratch, every output compared) is CI's `python -m testing.check_reproducible`, run after the tests; its
+from scratch, every output compared) is CI's `python -m tests.check_reproducible`, run after the tests; its
 comparison logic is tested in test_check_reproducible.py.
 """
 
@@ -20,10 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from testing.check_reproducible import RunReport, reproduce
-from testing.synthetic import make_archive
-from tests.http_server import FileServer
-from tools.scratch_repo import (
+from synthetic.datasets import make_archive
+from synthetic.repos import (
     clone,
     commit_all,
     copy_pipeline,
@@ -39,6 +37,8 @@ from tools.scratch_repo import (
     stages_skipped,
     write_params,
 )
+from tests.check_reproducible import RunReport, reproduce
+from tests.http_server import FileServer
 
 pytestmark = pytest.mark.e2e
 

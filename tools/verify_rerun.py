@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.scratch_repo import CommandFailed, dvc, run, subprocess_env
+from tools.commands import CommandFailed, dvc, run, subprocess_env
 
 # Metrics are written rounded to 6 decimals (transfer/core/files.py write_json). On one platform a rerun gives the same
 # bytes, so the same numbers; 1e-6 only forgives a last-digit rounding flip. Across CPUs/GPUs float results differ

@@ -1,10 +1,11 @@
-"""Throwaway git + DVC repositories holding this project's pipeline, for testing/check_reproducible.py and tests.
+"""Throwaway git + DVC repositories holding this project's pipeline, for tests and benchmarks.
 
 make_repo() copies the pipeline files (dvc.yaml, params.yaml, stages/, transfer/, tools/, .gitignore) into a new folder,
 writes the given params, runs `git init` and `dvc init` and commits. small_params() gives the params of the
 small CPU runs: a local (or locally served) archive, the random-init backbone at 32 px, a short training.
-run()/dvc()/git() run commands with DVC's analytics off and this interpreter's bin/ first on PATH, raising
-CommandFailed (with the command's output) on an unexpected exit status. Imports nothing from tests/.
+run()/dvc()/git() (tools/commands.py, re-exported here) run commands with DVC's analytics off and this interpreter's
+bin/ first on PATH, raising CommandFailed (with the command's output) on an unexpected exit status. Imports nothing
+from tests/.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
+# The command runners, re-exported for the tests and benchmarks that build repositories here.
+from tools.commands import CommandFailed as CommandFailed
+from tools.commands import dvc as dvc
+from tools.commands import git as git
+from tools.commands import run as run
+from tools.commands import subprocess_env as subprocess_env
 from transfer.core.files import file_md5
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +38,7 @@ PROJECT_FILES = (
     ".dvcignore",
 )
 # Folders that never hold a pipeline file of the project (outputs, environments, benchmark work).
-_NOT_PIPELINES = {"data", "models", "metrics", "benchmarks", "tests", "testing", "__pycache__"}
+_NOT_PIPELINES = {"data", "models", "metrics", "benchmarks", "tests", "synthetic", "__pycache__"}
 
 
 def pipeline_files(root: Path = ROOT) -> tuple[str, ...]:
@@ -50,42 +55,7 @@ def pipeline_files(root: Path = ROOT) -> tuple[str, ...]:
 PIPELINE_FILES = pipeline_files()
 
 
-class CommandFailed(RuntimeError):
-    """A command exited with an unexpected status; the message holds its stdout and stderr."""
-
-    def __init__(self, args: tuple[str, ...], result: subprocess.CompletedProcess):
-        self.result = result
-        super().__init__(
-            f"{' '.join(map(str, args))} exited {result.returncode}\n"
-            f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
-        )
-
-
 md5_of = file_md5  # the name the tests and checks use
-
-
-def subprocess_env() -> dict[str, str]:
-    """The environment for `dvc` and `python -m stages...`: this interpreter's bin first on PATH, no analytics."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the stages choose their own log level: test what users get
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def run(cwd: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run a command in cwd, capturing its output; raise CommandFailed on a non-zero exit when check is set."""
-    result = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
-    )
-    if check and result.returncode != 0:
-        raise CommandFailed(args, result)
-    return result
-
-
-def dvc(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    return run(repo, sys.executable, "-m", "dvc", *args, check=check, timeout=timeout)
 
 
 def dvc_status(repo: Path, *targets: str) -> dict:
@@ -93,10 +63,6 @@ def dvc_status(repo: Path, *targets: str) -> dict:
     leave out the on-demand pipelines, which DVC lists until they have run in this checkout (docs/experiments.md)."""
     text = dvc(repo, "status", "--json", *targets).stdout.strip()
     return json.loads(text[text.index("{") :])
-
-
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run(repo, "git", *args, check=check)
 
 
 def small_params(url: str, md5: str | None, **overrides) -> dict:

@@ -16,7 +16,7 @@ With extras: a BACKGROUND_Google folder, grayscale and CMYK JPEGs, a truncated J
 The zips are written byte by byte (write_zip) so that they match what those tools write, not what Python's
 zipfile would.
 
-    python -m testing.synthetic OUT.tar.gz --layout legacy --classes 5 --per-class 40 --size 64
+    python -m synthetic.datasets OUT.tar.gz --layout legacy --classes 5 --per-class 40 --size 64
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from testing.archive_bytes import APPLEDOUBLE, ZipEntry, tar_bytes, write_zip, zip_entries
+from synthetic.archive_bytes import APPLEDOUBLE, ZipEntry, tar_bytes, write_zip, zip_entries
 
 # Class names with accents and other scripts, for the layouts that test how names are encoded.
 ACCENTED = ["café", "Ärger", "日本", "naïve", "Ωmega", "smörgås"]

@@ -1,8 +1,8 @@
 """Check that the pipeline is reproducible: same params, same bytes; a finished pipeline stays finished.
 
-    python -m testing.check_reproducible [--workdir DIR] [--keep] [--gpu]
+    python -m tests.check_reproducible [--workdir DIR] [--keep] [--gpu]
 
-Builds a small generated archive (testing.synthetic: 4 classes x 15 images, 32 px), then twice creates a fresh
+Builds a small generated archive (synthetic.datasets: 4 classes x 15 images, 32 px), then twice creates a fresh
 git + DVC repository holding this checkout's pipeline (random-init backbone, image_size 32) and runs
 `dvc repro` from scratch, with its own empty cache. It fails (exit status 1, naming each file) when:
 
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import yaml
 
-from testing.synthetic import make_archive
-from tools import scratch_repo
+from synthetic import repos as scratch_repo
+from synthetic.datasets import make_archive
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Archives written byte by byte as real tools write them (Info-ZIP, old Windows tools, macOS Archive Utility, tar),
-not as Python's zipfile would: fixtures for testing/synthetic.py and tests/test_extract.py."""
+not as Python's zipfile would: fixtures for synthetic/datasets.py and tests/test_extract.py."""
 
 from __future__ import annotations
 

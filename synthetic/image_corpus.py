@@ -4,7 +4,7 @@ should decode to, for testing the shared decoder (transfer/core/images.py) throu
 Each file is written from a known RGB picture, so the expected pixels come from the picture itself (or its
 palette), not from the decoder under test; lossy formats carry a tolerance.
 
-    python -m testing.image_corpus OUT_DIR     # writes the files and prints their names
+    python -m synthetic.image_corpus OUT_DIR     # writes the files and prints their names
 """
 
 from __future__ import annotations
