@@ -162,57 +162,10 @@ def _attempt(
     # No single read may wait past the deadline either.
     timeout = max(0.1, min(timeout, deadline - time.monotonic()))
     with client.get(url, headers=headers, stream=True, timeout=timeout) as response:
-        status = response.status_code
-        if status == 416:  # the partial file is longer than what the server has now
-            _start_over(partial)
-            raise TransientError("server refused to resume (HTTP 416); starting over", at_once=True)
-        if status in (401, 403):
-            plain = "" if encrypted(url) else "; none is sent over plain http: use the file's https:// URL"
-            raise StageError(f"{shown}: HTTP {status} {response.reason}; {CREDENTIALS_HINT}{plain}")
-        if status in PERMANENT_HTTP_ERRORS:
-            raise StageError(f"{shown}: HTTP {status} {response.reason}; check data.url in params.yaml")
-        if status >= 400:
-            raise TransientError(f"HTTP {status} {response.reason}", retry_after(response.headers.get("Retry-After")))
-        if have and status == 206 and (why := _changed(response, state, have)):
-            print(
-                f"{shown}: the file changed on the server since the transfer was cut ({why}); starting over",
-                file=sys.stderr,
-            )
-            _start_over(partial)
-            raise TransientError("the file changed on the server", at_once=True)
-        if have and status != 206:
-            changed = any(
-                response.headers.get(h) and state.get(k) and response.headers[h] != state[k]
-                for h, k in (("ETag", "etag"), ("Last-Modified", "last_modified"))
-            )
-            why = "the file changed on the server" if changed else "the server does not support resuming"
-            print(f"{shown}: {why}; starting over", file=sys.stderr)
-            have = 0
-        length = response.headers.get("Content-Length", "")
-        total = have + int(length) if length.isdigit() else None
-        if not have:
-            state = {"etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")}
-            state["length"] = total
-            state_path(partial).write_text(json.dumps(state))
+        _classify(response, url, shown, partial)
+        have, total = _resume_or_restart(response, shown, partial, have, state)
         served = response.headers.get("Content-Disposition"), response.url
-        desc = redact(url).rpartition("/")[2].partition("?")[0] or "download"
-        kept = f"the partial download {partial} is kept, and the next run resumes it (delete it to free its space)"
-        if total is not None:  # refused before a byte is written, not once the disk is full
-            check_room(partial.parent, total - have, kept if have else "nothing was written")
-        # Unbuffered: every byte received is on disk at once, whatever ends the process.
-        with (
-            disk_space(partial.parent, total, kept),
-            open(partial, "ab" if have else "wb", buffering=0) as out,
-            progress(desc=desc, unit="B", total=total, initial=have) as bar,
-        ):
-            try:
-                while chunk := response.raw.read1(NET_CHUNK, decode_content=False):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-                    if time.monotonic() > deadline:
-                        raise PastDeadline(f"{partial.stat().st_size:,} bytes received")
-            except NETWORK_ERRORS as error:
-                raise TransientError(reason(error)) from None
+        _stream_body(response, url, partial, have, total, deadline)
     size = partial.stat().st_size
     if total is not None and size < total:
         raise TransientError(f"connection closed after {size:,} of {total:,} bytes")
@@ -221,6 +174,70 @@ def _attempt(
             f"the connection closed with no length announced and the archive's end is missing ({problem.what})"
         )
     return served
+
+
+def _classify(response, url: str, shown: str, partial: Path) -> None:
+    """Raise for an answer that carries no file: StageError when retrying cannot help, else TransientError."""
+    status = response.status_code
+    if status == 416:  # the partial file is longer than what the server has now
+        _start_over(partial)
+        raise TransientError("server refused to resume (HTTP 416); starting over", at_once=True)
+    if status in (401, 403):
+        plain = "" if encrypted(url) else "; none is sent over plain http: use the file's https:// URL"
+        raise StageError(f"{shown}: HTTP {status} {response.reason}; {CREDENTIALS_HINT}{plain}")
+    if status in PERMANENT_HTTP_ERRORS:
+        raise StageError(f"{shown}: HTTP {status} {response.reason}; check data.url in params.yaml")
+    if status >= 400:
+        raise TransientError(f"HTTP {status} {response.reason}", retry_after(response.headers.get("Retry-After")))
+
+
+def _resume_or_restart(response, shown: str, partial: Path, have: int, state: dict) -> tuple[int, int | None]:
+    """Whether the answer continues the partial file (the bytes kept) or starts it over (0), and the file's whole
+    length when announced. A new file's validators are recorded beside the partial file for the next resume."""
+    if have and response.status_code == 206 and (why := _changed(response, state, have)):
+        print(
+            f"{shown}: the file changed on the server since the transfer was cut ({why}); starting over",
+            file=sys.stderr,
+        )
+        _start_over(partial)
+        raise TransientError("the file changed on the server", at_once=True)
+    if have and response.status_code != 206:
+        changed = any(
+            response.headers.get(h) and state.get(k) and response.headers[h] != state[k]
+            for h, k in (("ETag", "etag"), ("Last-Modified", "last_modified"))
+        )
+        why = "the file changed on the server" if changed else "the server does not support resuming"
+        print(f"{shown}: {why}; starting over", file=sys.stderr)
+        have = 0
+    length = response.headers.get("Content-Length", "")
+    total = have + int(length) if length.isdigit() else None
+    if not have:
+        state = {"etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")}
+        state["length"] = total
+        state_path(partial).write_text(json.dumps(state))
+    return have, total
+
+
+def _stream_body(response, url: str, partial: Path, have: int, total: int | None, deadline: float) -> None:
+    """Append the body to the partial file (or write it anew when `have` is 0) as it arrives, raw."""
+    desc = redact(url).rpartition("/")[2].partition("?")[0] or "download"
+    kept = f"the partial download {partial} is kept, and the next run resumes it (delete it to free its space)"
+    if total is not None:  # refused before a byte is written, not once the disk is full
+        check_room(partial.parent, total - have, kept if have else "nothing was written")
+    # Unbuffered: every byte received is on disk at once, whatever ends the process.
+    with (
+        disk_space(partial.parent, total, kept),
+        open(partial, "ab" if have else "wb", buffering=0) as out,
+        progress(desc=desc, unit="B", total=total, initial=have) as bar,
+    ):
+        try:
+            while chunk := response.raw.read1(NET_CHUNK, decode_content=False):
+                out.write(chunk)
+                bar.update(len(chunk))
+                if time.monotonic() > deadline:
+                    raise PastDeadline(f"{partial.stat().st_size:,} bytes received")
+        except NETWORK_ERRORS as error:
+            raise TransientError(reason(error)) from None
 
 
 def reason(error: Exception) -> str:
