@@ -14,8 +14,32 @@ from pathlib import Path
 from transfer.core import cli, params
 from transfer.core.errors import StageError
 from transfer.core.files import atomic_output, disk_space, remove, write_json
-from transfer.unpack.archives import MAX_UNPACKED_BYTES
-from transfer.unpack.class_folders import collect_images, locate_class_root
+from transfer.unpack.archives import MAX_UNPACKED_BYTES, unpack
+from transfer.unpack.class_folders import collect_images, locate_class_root, skipped_under
+
+# Archives inside archives are opened this many levels deep at most.
+MAX_NESTING = 3
+
+
+def unpack_class_root(archive: Path, scratch: Path, max_bytes: int) -> tuple[Path, str, list[dict]]:
+    """Unpack `archive` under `scratch`, then find its class folders; when they are inside a nested archive, unpack
+    that one too and look there. Return the class root, where it was found, and the entries left out under it."""
+    folder, where = scratch / "archive", archive.name
+    skipped = unpack(archive, folder, max_bytes)
+    for depth in range(MAX_NESTING + 1):
+        found = locate_class_root(archive, folder, where)
+        if found.archive is None:
+            return folder.joinpath(*found.root), found.where, skipped_under(skipped, found.root)
+        if depth == MAX_NESTING:
+            break
+        nested = scratch / f"nested{depth + 1}"
+        where = f"{where} > {found.archive.relative_to(folder).as_posix()}"
+        skipped = unpack(found.archive, nested, max_bytes)
+        folder = nested
+    raise StageError(
+        f"{archive}: archives nested more than {MAX_NESTING} deep; unpack it and point data.url at the "
+        "archive that holds the class folders"
+    )
 
 
 def extract(
@@ -26,7 +50,7 @@ def extract(
     remove(scratch)
     try:
         with disk_space(images_dir.parent):  # unpacking writes a copy of the archive's contents there
-            root, where, skipped = locate_class_root(Path(archive), scratch, max_bytes)
+            root, where, skipped = unpack_class_root(Path(archive), scratch, max_bytes)
         print(f"class folders found in {where}", file=sys.stderr)
         with atomic_output(images_dir) as tmp:
             tmp.mkdir()

@@ -24,11 +24,7 @@ from typing import Any
 from transfer.core.errors import StageError
 from transfer.core.images import check_image
 from transfer.core.progress import progress
-from transfer.unpack.archives import MAX_UNPACKED_BYTES, unpack
 from transfer.unpack.entry_names import entry_parts, ignored, is_archive_name, is_image_name, tar_name, zip_name
-
-# Archives inside archives are opened this many levels deep at most.
-MAX_NESTING = 3
 
 # --- finding the class folders -------------------------------------------------------------------
 
@@ -126,43 +122,33 @@ def _describe(found: list[Candidate], notes: list[str], folder: Path) -> str:
     return "; ".join(lines)
 
 
-def locate_class_root(
-    archive: Path, scratch: Path, max_bytes: int = MAX_UNPACKED_BYTES
-) -> tuple[Path, str, list[dict]]:
-    """Unpack `archive` under `scratch` (and the nested archive holding the classes, if that is where they are);
-    return the class root, where it was found, and the entries left out under it."""
-    folder, where = scratch / "archive", archive.name
-    skipped = unpack(archive, folder, max_bytes)
-    for depth in range(MAX_NESTING + 1):
-        found, notes = _candidates(folder, where)
-        ranked = sorted(found, key=Candidate.key, reverse=True)
-        if not ranked or (ranked[0].images == 0 and ranked[0].archive is None):
-            raise StageError(
-                f"{archive} holds no class folders of images (expected <class>/<image> files, at the top, "
-                f"in a folder or in a nested archive). Found: {_describe(found, notes, folder)}"
-            )
-        best = ranked[0]
-        if len(ranked) > 1 and ranked[1].key() == best.key() and best.images:
-            raise StageError(
-                f"{archive}: cannot tell which folder holds the classes; these hold the same number of "
-                f"images: {_describe(ranked[:2], [], folder)}. Remove one from the archive"
-            )
-        if best.archive is None:
-            prefix = best.root
-            kept = [
-                {"path": "/".join(s["path"].split("/")[len(prefix) :]), "reason": s["reason"]}
-                for s in skipped
-                if tuple(s["path"].split("/")[: len(prefix)]) == prefix
-            ]
-            return folder.joinpath(*best.root), best.where, kept
-        if depth == MAX_NESTING:
-            break
-        folder, where = scratch / f"nested{depth + 1}", f"{where} > {best.archive.relative_to(folder).as_posix()}"
-        skipped = unpack(best.archive, folder, max_bytes)
-    raise StageError(
-        f"{archive}: archives nested more than {MAX_NESTING} deep; unpack it and point data.url at the "
-        "archive that holds the class folders"
-    )
+def locate_class_root(archive: Path, folder: Path, where: str) -> Candidate:
+    """The class folders in the unpacked `folder` (named `where` in messages; `archive` is the archive the user
+    gave): a Candidate whose `root` is under `folder`, or whose `archive` is the nested archive that holds them
+    (unpack it and look there). Nothing is unpacked here."""
+    found, notes = _candidates(folder, where)
+    ranked = sorted(found, key=Candidate.key, reverse=True)
+    if not ranked or (ranked[0].images == 0 and ranked[0].archive is None):
+        raise StageError(
+            f"{archive} holds no class folders of images (expected <class>/<image> files, at the top, "
+            f"in a folder or in a nested archive). Found: {_describe(found, notes, folder)}"
+        )
+    best = ranked[0]
+    if len(ranked) > 1 and ranked[1].key() == best.key() and best.images:
+        raise StageError(
+            f"{archive}: cannot tell which folder holds the classes; these hold the same number of "
+            f"images: {_describe(ranked[:2], [], folder)}. Remove one from the archive"
+        )
+    return best
+
+
+def skipped_under(skipped: list[dict], root: tuple[str, ...]) -> list[dict]:
+    """The entries left out while unpacking that lie under the class root, with paths relative to it."""
+    return [
+        {"path": "/".join(s["path"].split("/")[len(root) :]), "reason": s["reason"]}
+        for s in skipped
+        if tuple(s["path"].split("/")[: len(root)]) == root
+    ]
 
 
 # --- collecting the images -----------------------------------------------------------------------
