@@ -52,6 +52,15 @@ def feature_cache(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "images": images, "split": split, "features": features}
 
 
+@pytest.fixture(autouse=True)
+def _forget_credentials():
+    """Each test starts with no credential remembered for hiding (transfer/core/redact.py keeps them per process)."""
+    from transfer.core import redact
+
+    yield
+    redact.forget()
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Files with end-to-end tests first. pytest-xdist hands each worker whole files in this order, so the long
     files start at once and the short ones fill the gaps, rather than one long file running alone at the end."""

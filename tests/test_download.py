@@ -589,6 +589,24 @@ def test_redact():
     assert redact("https://host/a.zip") == "https://host/a.zip"
     assert redact("/data/own.zip") == "/data/own.zip"
     assert redact_text("GET https://u:p@h/x?k=v failed") == "GET https://***@h/x?*** failed"
+    # Issue 35: path parameters; the path and query urllib3 quotes without the host; Authorization values.
+    assert redact("https://h/files/a.zip;token=t0p/b") == "https://h/files/a.zip;***/b"
+    pool = "HTTPSConnectionPool(host='h', port=443): Max retries exceeded with url: /a.zip?X-Amz-Signature=t0p"
+    assert redact_text(f"{pool} (Caused by SSLError(...))") == (
+        "HTTPSConnectionPool(host='h', port=443): Max retries exceeded with url: /a.zip?*** (Caused by SSLError(...))"
+    )
+    assert redact_text("Invalid header value b'Bearer t0p-s3cr3t\\r\\n'") == "Invalid header value b'Bearer ***'"
+    assert redact_text("see metrics/data.json; then what? rerun") == "see metrics/data.json; then what? rerun"
+
+
+def test_credentials_given_are_hidden_wherever_they_appear():
+    from transfer.core.redact import mask_secrets, redact, redact_text, remember, remember_url
+
+    remember("t0p/s3cr3t")
+    remember_url("https://s3.example.org/b/a.zip?X-Amz-Signature=s1gn4ture&file=photos.zip")
+    assert mask_secrets("sent t0p/s3cr3t, t0p%2Fs3cr3t") == "sent ***, ***"  # as given and percent-encoded
+    assert redact_text("(Caused by X('s1gn4ture'))") == "(Caused by X('***'))"
+    assert redact("https://h/photos.zip") == "https://h/photos.zip"  # a value that is no credential stays shown
 
 
 @pytest.mark.e2e

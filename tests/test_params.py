@@ -348,12 +348,28 @@ def test_every_size_has_an_upper_bound(key, value, bound):
         ("https://alice@example.org/a.zip", "~/.netrc"),
         ("https://example.org/a.zip?token=tk-9x8y", "DATA_TOKEN or DATA_HEADER"),
         ("https://bucket.s3.amazonaws.com/a.zip?X-Amz-Signature=sg-9x8y&X-Amz-Expires=60", "DATA_TOKEN"),
+        # Issue 35: more spellings of a credential, each seen recorded in dvc.lock and data/source.
+        ("https://example.org/a.zip?jwt=tk-9x8y", "DATA_TOKEN"),
+        ("https://example.org/files/a.zip;token=tk-9x8y", "DATA_TOKEN"),
+        ("https://example.org/files;jsessionid=tk-9x8y/a.zip", "DATA_TOKEN"),
+        ("https://example.org/a.zip?t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI5eDh5In0.tk-9x8y", "DATA_TOKEN"),
+        ("https://example.org/a.zip#access_token=tk-9x8y", "DATA_TOKEN"),
+        ("https://storage.googleapis.com/b/a.zip?X-Goog-Signature=tk-9x8y", "DATA_TOKEN"),
     ],
 )
 def test_credentials_in_data_url_are_refused_without_showing_them(url, channel):
     message = problem(with_value("data.url", url))
     assert "data.url carries" in message and "dvc.lock would record" in message and channel in message
     assert "9x8y" not in message and "alice" not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["https://[::1:8443/x.tar.gz?token=tk-9x8y", "https://example.org:84a3/x.zip?sig=tk-9x8y", "http://[x/a.zip"]
+)
+def test_a_data_url_that_does_not_parse_is_refused_without_showing_it(url):
+    """It passed the credential check (a ValueError swallowed) and then crashed the source stage."""
+    message = problem(with_value("data.url", url))
+    assert "data.url" in message and "is not a URL that can be read" in message and "9x8y" not in message
 
 
 def test_a_query_that_is_no_credential_is_fine():

@@ -81,7 +81,14 @@ class DataParams(Section):
     @classmethod
     def _no_credentials(cls, value: str) -> str:
         # dvc.lock, which is committed, records params.yaml's values: a credential here would end up in git.
-        if what := credentials_in(value):
+        try:
+            what = credentials_in(value)
+        except ValueError:  # a URL nothing can read (a bracket left open, a port that is no number)
+            raise ValueError(
+                "is not a URL that can be read (check its [brackets] and :port); write it as "
+                "https://host/path, file:///path or a path"
+            ) from None
+        if what:
             where = (
                 "~/.netrc (machine HOST login USER password ...)"
                 if "user info" in what
