@@ -5,17 +5,24 @@ whole with 200), `Range` answered with 206 and Content-Range (416 past the end),
 `Content-Encoding: gzip` on a .tar.gz served as application/x-tar (S3, Apache), credentials checked (401),
 redirects to a signed URL with its own query string, Content-Disposition file names, HTTP/1.0 bodies with no
 Content-Length ended by closing the connection. Faults: cut-off transfers, ignored Range headers, error statuses
-(with Retry-After), stalls before or in the middle of the body, slow streams. Binds 127.0.0.1 only.
+(with Retry-After), stalls before or in the middle of the body, slow streams, status line and headers sent a byte at
+a time. Binds 127.0.0.1 only. `FileServer(tls=True)` serves https with a self-signed certificate made for it
+(`certificate`: its file, for REQUESTS_CA_BUNDLE), which no client trusts by default.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import ipaddress
+import ssl
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Route:
     stall_after: int | None = None  # or after this many body bytes (the connection stays open)...
     stalls: int = 1  # ...on this many requests
     bytes_per_second: int | None = None  # throttle the body
+    head_bytes_per_second: int | None = None  # send the status line and headers this slowly (a byte at a time)
     redirect: str | None = None  # answer 302 with this Location (a path, query string included)
     headers: dict[str, str] = field(default_factory=dict)  # sent with every 200/206 answer
     no_length: bool = False  # no Content-Length: the body ends when the connection closes (HTTP/1.0)
@@ -49,8 +57,39 @@ class Route:
         return formatdate(self.modified, usegmt=True)
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, and its key, written in folder."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    hosts = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert, key_file = folder / "cert.pem", folder / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert, key_file
+
+
 class FileServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.routes: dict[str, Route] = {}
         self.closing = threading.Event()  # ends stalls at shutdown
         server = self
@@ -79,6 +118,8 @@ class FileServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if route.head_bytes_per_second:
+                    self.wfile = _Trickle(self.wfile, route.head_bytes_per_second, server.closing)
                 if route.redirect is not None:
                     self.send_response(302)
                     self.send_header("Location", route.redirect)
@@ -159,11 +200,18 @@ class FileServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme, self.certificate = "http", None
+        if tls:
+            self.certificate, key = self_signed(Path(tempfile.mkdtemp(prefix="tls-")))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.certificate, key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}"
 
     def add(self, path: str, body: bytes, **faults) -> str:
         """Serve `body` at `path` with the given faults; return its URL."""
@@ -183,3 +231,24 @@ class FileServer:
         self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class _Trickle:
+    """The answer's first bytes (status line and headers) sent `rate` bytes a second, then the rest at once."""
+
+    def __init__(self, wfile, rate: int, closing: threading.Event, head: int = 4096):
+        self.wfile, self.rate, self.closing, self.head = wfile, rate, closing, head
+
+    def write(self, data: bytes) -> int:
+        for i in range(len(data)):
+            if self.head <= 0 or self.closing.is_set():
+                self.wfile.write(data[i:])
+                break
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+            self.head -= 1
+            self.closing.wait(1 / self.rate)
+        return len(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.wfile, name)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import socket
 import sys
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 import requests
 import urllib3
@@ -24,31 +22,16 @@ import urllib3
 from transfer.core.errors import StageError
 from transfer.core.files import check_room, disk_space, remove
 from transfer.core.progress import progress
-from transfer.core.redact import redact, redact_text
+from transfer.core.redact import redact
 from transfer.fetch.credentials import CREDENTIALS_HINT, encrypted
+from transfer.fetch.net_errors import PastDeadline, TransientError, describe, failure
 from transfer.unpack import formats
 
 # Read the network in pieces of at most this size, as they arrive, so a cut or a stall loses nothing received.
 NET_CHUNK = 1 << 16
 # Client errors that retrying cannot fix.
 PERMANENT_HTTP_ERRORS = {400, 401, 403, 404, 405, 410, 451}
-OFFLINE_HINT = (
-    "to work offline, put the archive on this machine and set data.url in params.yaml to its local "
-    "path or a file:// URL"
-)
 NETWORK_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
-
-
-class PastDeadline(Exception):
-    """The time limit passed while the body was still arriving."""
-
-
-class TransientError(Exception):
-    """A failure worth retrying: dropped connection, stall, 5xx, short body. `retry_after`: the server's wait."""
-
-    def __init__(self, message: str, retry_after: float | None = None, at_once: bool = False):
-        super().__init__(message)
-        self.retry_after, self.at_once = retry_after, at_once
 
 
 def retry_after(value: str | None) -> float | None:
@@ -127,32 +110,8 @@ def attempt(
     shown = redact(url)
     try:
         return _attempt(client, url, shown, partial, timeout, deadline)
-    except requests.ConnectionError as error:
-        if _name_not_resolved(error):  # retrying for a minute would not bring the network back
-            raise StageError(
-                f"could not download {shown}: cannot resolve the host name {urlparse(url).hostname!r} (no network, "
-                f"or a mistyped host); {OFFLINE_HINT}"
-            ) from None
-        raise TransientError(reason(error)) from None
-    except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
-        raise TransientError(reason(error)) from None
-    except requests.RequestException as error:  # an invalid URL and the like: retrying cannot help
-        raise StageError(
-            f"could not download {shown}: {redact_text(str(error))}; check data.url in params.yaml"
-        ) from None
-
-
-def _name_not_resolved(error: BaseException | None) -> bool:
-    """Whether a requests error comes from a failed DNS look-up (no network, or a mistyped host)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, socket.gaierror) or type(error).__name__ == "NameResolutionError":
-            return True
-        # requests wraps urllib3's MaxRetryError, whose `reason` is the error that ended the retries.
-        inner = [getattr(error, "reason", None), error.__cause__, error.__context__, *error.args]
-        error = next((e for e in inner if isinstance(e, BaseException)), None)
-    return False
+    except requests.RequestException as error:
+        raise failure(error, url, shown) from None
 
 
 def _attempt(
@@ -237,13 +196,4 @@ def _stream_body(response, url: str, partial: Path, have: int, total: int | None
                 if time.monotonic() > deadline:
                     raise PastDeadline(f"{partial.stat().st_size:,} bytes received")
         except NETWORK_ERRORS as error:
-            raise TransientError(reason(error)) from None
-
-
-def reason(error: Exception) -> str:
-    """The innermost message of a requests/urllib3 error, e.g. 'Connection refused' or 'Read timed out'."""
-    text = str(error)
-    for marker in ("Connection refused", "Read timed out", "timed out", "Connection reset", "Connection broken"):
-        if marker in text:
-            return marker
-    return text.splitlines()[0][:200] if text else type(error).__name__
+            raise TransientError(describe(error)) from None
