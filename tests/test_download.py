@@ -376,6 +376,26 @@ def test_name_from_content_disposition_when_the_url_names_no_file(server, tmp_pa
         assert dest.name == name and dest.read_bytes() == BODY
 
 
+@pytest.mark.parametrize(
+    ("given", "saved"),
+    [
+        ("filename*=UTF-8''photos%00.zip", "photos_.zip"),  # crashed the download: "embedded null byte"
+        ("filename*=UTF-8''photos%0Aerror: forged.zip", "photos_error: forged.zip"),  # broke the log line in two
+        ('filename="photos\tset\x7f.zip"', "photos_set_.zip"),
+        ("filename*=UTF-8''%0A%00", "download"),  # nothing left of it: the URL's last segment
+    ],
+)
+def test_control_characters_in_a_server_file_name_are_replaced(server, tmp_path, capsys, given, saved):
+    """A file name is a line of the log and a path: no character below 0x20 (nor DEL) survives in it."""
+    route = f"/control/{len(server.routes)}/download"
+    server.add(route, BODY, headers={"Content-Disposition": f"attachment; {given}"})
+    dest = download.download(server.base + route, tmp_path / "raw", None, tmp_path / "partial", **FAST)
+    assert dest.name == saved and dest.read_bytes() == BODY
+    printed = capsys.readouterr().err
+    assert not any(line.startswith("error: forged") for line in printed.splitlines())
+    assert downloads.archive_name(server.base + "/a%0Ab%00.zip") == "a_b_.zip"  # the URL's own name, likewise
+
+
 def test_tilde_in_a_local_path_expands(tmp_path, paths, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "datasets").mkdir()

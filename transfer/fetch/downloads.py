@@ -17,6 +17,7 @@ starts that would begin past it; the final error says how long it tried.
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import time
 from email.message import Message
@@ -34,6 +35,7 @@ from transfer.unpack import formats
 CHUNK = 1 << 20
 # A server may name the file longer than the 255 bytes Linux takes; room is left for the temporary's `.NAME.tmp`.
 MAX_NAME_BYTES = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 DEFAULTS = dict(timeout=60.0, retries=5, backoff=2.0, max_wait=300.0, time_limit=1800.0)
 # The schedule of waits goes through here, so tests can check it without waiting.
 sleep = time.sleep
@@ -48,10 +50,12 @@ def archive_name(url: str) -> str | None:
 
 
 def _clean_name(name: str | None) -> str | None:
-    """A bare file name (no folders, nothing hidden, at most MAX_NAME_BYTES: a longer one is shortened, keeping
-    its suffixes), or None."""
-    name = PurePosixPath((name or "").replace("\\", "/")).name.strip()
-    if not name or name.startswith("."):
+    """A bare file name (no folders, nothing hidden, no control character, at most MAX_NAME_BYTES: a longer one is
+    shortened, keeping its suffixes), or None."""
+    # A NUL cannot be in a path (the open fails) and a line break would split the log line naming the file.
+    name = _CONTROL.sub("_", name or "")
+    name = PurePosixPath(name.replace("\\", "/")).name.strip()
+    if not name.strip("_") or name.startswith("."):
         return None
     if len(name.encode()) > MAX_NAME_BYTES:
         suffix = "".join(PurePosixPath(name).suffixes[-2:])
