@@ -99,10 +99,29 @@ def test_the_time_limit_holds_while_bytes_trickle_in(server, paths):
     with pytest.raises(StageError) as caught:
         fetch(url, paths, md5=hashlib.md5(body).hexdigest(), timeout=5, time_limit=1)
     message = str(caught.value)
-    assert "time limit of 1 s (--time-limit) passed while the file was still arriving" in message
+    assert "time limit of 1 s (--time-limit) passed while the transfer was under way" in message
     assert "kept" in message and not paths["dest"].exists()
     (partial,) = [p for p in partial_files(paths) if p.suffix == ".part"]
     assert 0 < partial.stat().st_size < len(body)
+
+
+@pytest.mark.parametrize("redirect", [False, True], ids=["answer", "redirect"])
+def test_the_time_limit_holds_while_the_status_line_and_headers_trickle_in(server, paths, redirect):
+    """A server that sends its answer's head a byte at a time never trips the read timeout, and the deadline was
+    checked only once the body began: it must cover the whole exchange (connect, headers, body)."""
+    import time
+
+    route = f"/slow-head/{len(server.routes)}/archive.zip"
+    url = server.add(route, BODY, head_bytes_per_second=20)  # about 10 s for the head alone
+    if redirect:  # the 302's head trickles, before any file is involved
+        server.routes[route].redirect = server.add(f"{route}.target", BODY)
+    started = time.monotonic()
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths, timeout=5, time_limit=1.5)
+    assert time.monotonic() - started < 4, "the time limit did not stop the exchange"
+    message = str(caught.value)
+    assert "time limit of 1.5 s (--time-limit) passed" in message and "Traceback" not in message
+    assert not paths["dest"].exists()
 
 
 def test_a_file_larger_than_the_free_space_is_refused_before_writing(server, paths, monkeypatch):

@@ -29,7 +29,8 @@ from transfer.core.files import check_room, disk_space, file_md5, remove
 from transfer.core.progress import progress
 from transfer.core.redact import redact
 from transfer.fetch import credentials, http_transfer
-from transfer.fetch.http_transfer import PastDeadline, TransientError
+from transfer.fetch.deadline import Deadline, watch
+from transfer.fetch.net_errors import PastDeadline, TransientError
 from transfer.unpack import formats
 
 CHUNK = 1 << 20
@@ -112,18 +113,23 @@ def _download_http(url: str, partial: Path, options: dict) -> str | None:
     shown, started = redact(url), time.monotonic()
     attempts = failures = 0
     waited = 0.0
+    deadline = Deadline(started + options["time_limit"])
     with credentials.session(url) as client:
+        watch(client, deadline)
         while True:
             before = _size(partial)
             try:
-                deadline = started + options["time_limit"]
                 disposition, final_url = http_transfer.attempt(client, url, partial, options["timeout"], deadline)
                 return disposition_name(disposition) or archive_name(final_url)
             except PastDeadline as error:
+                kept = (
+                    f"the partial file {partial} is kept and the next run resumes it"
+                    if _size(partial)
+                    else ("nothing was kept")
+                )
                 raise StageError(
                     f"could not download {shown}: the time limit of {_seconds(options['time_limit'])} s "
-                    f"(--time-limit) passed while the file was still arriving ({error}); the partial file {partial} "
-                    "is kept and the next run resumes it"
+                    f"(--time-limit) passed while the transfer was under way ({error}); {kept}"
                 ) from None
             except TransientError as error:
                 attempts += 1

@@ -24,6 +24,7 @@ from transfer.core.files import check_room, disk_space, remove
 from transfer.core.progress import progress
 from transfer.core.redact import redact
 from transfer.fetch.credentials import CREDENTIALS_HINT, encrypted
+from transfer.fetch.deadline import Deadline
 from transfer.fetch.net_errors import PastDeadline, TransientError, describe, failure
 from transfer.unpack import formats
 
@@ -102,25 +103,38 @@ def _resume_headers(partial: Path, shown: str) -> tuple[int, dict, dict]:
 
 
 def attempt(
-    client: requests.Session, url: str, partial: Path, timeout: float, deadline: float = float("inf")
+    client: requests.Session, url: str, partial: Path, timeout: float, deadline: Deadline
 ) -> tuple[str | None, str]:
     """One GET into `partial`, resuming it when it is the same file; return the server's Content-Disposition and
-    the URL it redirected to (they name the file). Raises TransientError to ask for a retry, and PastDeadline
-    when time.monotonic() passes `deadline` while bytes still arrive (a slow server resets every read timeout)."""
+    the URL it redirected to (they name the file). Raises TransientError to ask for a retry, and PastDeadline when
+    `deadline` passes at any point of the exchange (`client` is watched by it: transfer/fetch/deadline.py)."""
     shown = redact(url)
     try:
-        return _attempt(client, url, shown, partial, timeout, deadline)
-    except requests.RequestException as error:
+        with deadline.enforced():
+            served = _attempt(client, url, shown, partial, timeout, deadline)
+    except (requests.RequestException, TransientError) as error:
+        if deadline.passed:  # the connection was shut at the deadline: that is what happened
+            raise _past(partial) from None
+        if isinstance(error, TransientError):
+            raise
         raise failure(error, url, shown) from None
+    if deadline.passed:  # a head cut short at the deadline can read as a whole, empty answer
+        raise _past(partial)
+    return served
+
+
+def _past(partial: Path) -> PastDeadline:
+    size = partial.stat().st_size if partial.exists() else 0
+    if not size:  # nothing of the file arrived: nothing to resume
+        _start_over(partial)
+    return PastDeadline(f"{size:,} bytes of the file received" if size else "before the server's answer was complete")
 
 
 def _attempt(
-    client: requests.Session, url: str, shown: str, partial: Path, timeout: float, deadline: float
+    client: requests.Session, url: str, shown: str, partial: Path, timeout: float, deadline: Deadline
 ) -> tuple[str | None, str]:
     have, headers, state = _resume_headers(partial, shown)
-    # No single read may wait past the deadline either.
-    timeout = max(0.1, min(timeout, deadline - time.monotonic()))
-    with client.get(url, headers=headers, stream=True, timeout=timeout) as response:
+    with client.get(url, headers=headers, stream=True, timeout=deadline.timeout(timeout)) as response:
         _classify(response, url, shown, partial)
         have, total = _resume_or_restart(response, shown, partial, have, state)
         served = response.headers.get("Content-Disposition"), response.url
@@ -177,7 +191,7 @@ def _resume_or_restart(response, shown: str, partial: Path, have: int, state: di
     return have, total
 
 
-def _stream_body(response, url: str, partial: Path, have: int, total: int | None, deadline: float) -> None:
+def _stream_body(response, url: str, partial: Path, have: int, total: int | None, deadline: Deadline) -> None:
     """Append the body to the partial file (or write it anew when `have` is 0) as it arrives, raw."""
     desc = redact(url).rpartition("/")[2].partition("?")[0] or "download"
     kept = f"the partial download {partial} is kept, and the next run resumes it (delete it to free its space)"
@@ -193,7 +207,7 @@ def _stream_body(response, url: str, partial: Path, have: int, total: int | None
             while chunk := response.raw.read1(NET_CHUNK, decode_content=False):
                 out.write(chunk)
                 bar.update(len(chunk))
-                if time.monotonic() > deadline:
-                    raise PastDeadline(f"{partial.stat().st_size:,} bytes received")
+                if deadline.left() < 0:
+                    raise _past(partial)
         except NETWORK_ERRORS as error:
             raise TransientError(describe(error)) from None
