@@ -28,7 +28,8 @@ def download(url: str, raw_dir: Path, md5: str | None, partial_dir: Path, **opti
 
 
 def main(raw_dir: Path, partial_dir: Path, **options) -> None:
-    """Options (transfer/fetch/downloads.py DEFAULTS): timeout, retries, backoff, max_wait, time_limit (seconds)."""
+    """Options (transfer/fetch/downloads.py DEFAULTS): timeout, retries, backoff, max_wait, time_limit (seconds),
+    max_size (bytes)."""
     data = params.load().data
     remove(Path(raw_dir))  # one archive in data/raw: the one data.url names
     Path(raw_dir).mkdir(parents=True)
@@ -51,5 +52,6 @@ if __name__ == "__main__":
                 dest="max_wait", type=float, default=300.0, help="cap on a server's Retry-After (s)"
             ),
             "--time-limit": dict(type=float, default=1800.0, help="the whole transfer ends within this many seconds"),
+            "--max-size": dict(type=int, default=20 * 2**30, help="the most bytes a download may write (20 GiB)"),
         },
     )

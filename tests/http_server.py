@@ -42,6 +42,8 @@ class Route:
     redirect: str | None = None  # answer 302 with this Location (a path, query string included)
     headers: dict[str, str] = field(default_factory=dict)  # sent with every 200/206 answer
     no_length: bool = False  # no Content-Length: the body ends when the connection closes (HTTP/1.0)
+    announce: int | None = None  # a Content-Length other than the body's (a server that lies)
+    endless: bool = False  # after the body, bytes without end (with no_length: a stream that never stops)
     validators: bool = True  # send ETag and Last-Modified, and honour If-Range
     require: dict[str, str] = field(default_factory=dict)  # headers a request must carry, else 401
     requests: list[dict] = field(default_factory=list)  # what each request asked for
@@ -161,7 +163,7 @@ class FileServer:
                 else:
                     self.send_response(200)
                 if not route.no_length:
-                    self.send_header("Content-Length", str(size - start))
+                    self.send_header("Content-Length", str(route.announce or size - start))
                 self.send_header("Accept-Ranges", "none" if route.ignore_range else "bytes")
                 if route.validators:
                     self.send_header("ETag", route.etag)
@@ -180,6 +182,12 @@ class FileServer:
                     route.stalls -= 1
                     stall_at = route.stall_after
                 self._send(body, route.bytes_per_second, stall_at)
+                while route.endless and not server.closing.is_set():
+                    try:
+                        self.wfile.write(bytes(1 << 16))
+                    except OSError:
+                        break
+                self.close_connection = self.close_connection or route.endless
 
             def _send(self, body: bytes, rate: int | None, stall_at: int | None) -> None:
                 step = max(1, rate // 20) if rate else len(body) or 1

@@ -135,6 +135,53 @@ def test_a_file_larger_than_the_free_space_is_refused_before_writing(server, pat
     assert all(p.stat().st_size == 0 for p in partial_files(paths) if p.suffix == ".part")
 
 
+def test_a_length_larger_than_the_whole_disk_is_named_as_the_servers_error(server, paths):
+    """A Content-Length of 1 PB was reported as "no space left" on a disk with 71 GB free."""
+    url = server.add("/petabyte/archive.zip", BODY, announce=10**15)
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths)
+    message = str(caught.value)
+    assert "announces 1,000,000,000,000,000 bytes" in message and "more than the whole disk" in message, message
+    assert "no space left" not in message and "check data.url" in message
+    assert all(p.stat().st_size == 0 for p in partial_files(paths) if p.suffix == ".part")
+
+
+@pytest.mark.parametrize("limit", ["max_size", "free space"])
+def test_an_endless_body_with_no_length_stops_at_a_cap_and_is_not_kept(server, paths, monkeypatch, limit):
+    """Such a body filled the disk, and the message then said the next run would resume it."""
+    url = server.add(f"/endless-{limit.replace(' ', '-')}/archive.zip", BODY, no_length=True, endless=True)
+    options = dict(max_size=2_000_000)
+    if limit == "free space":
+        real = shutil.disk_usage
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=3_000_000))
+        options = {}
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths, **options)
+    message = str(caught.value)
+    assert "with no length announced" in message and "nothing was kept" in message, message
+    assert "resume" not in message
+    assert ("--max-size" in message) == (limit == "max_size"), message
+    assert [p for p in partial_files(paths) if p.suffix == ".part"] == []
+
+
+def test_a_length_over_the_size_limit_is_refused_before_writing(server, paths):
+    url = server.add("/over-limit/archive.zip", BODY)
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths, max_size=len(BODY) - 1)
+    assert f"announces {len(BODY):,} bytes" in str(caught.value) and "--max-size" in str(caught.value)
+    assert all(p.stat().st_size == 0 for p in partial_files(paths) if p.suffix == ".part")
+
+
+def test_a_zip_the_server_gzips_on_the_way_is_named_with_its_content_encoding(server, paths):
+    import gzip
+
+    url = server.add("/gzipped/archive.zip", gzip.compress(BODY), headers={"Content-Encoding": "gzip"})
+    with pytest.raises(StageError) as caught:
+        fetch(url, paths, md5=None)
+    message = str(caught.value)
+    assert "Content-Encoding: gzip" in message and "gunzip" in message, message
+
+
 def test_a_server_name_longer_than_the_file_system_takes_is_shortened(server, tmp_path):
     name = "Ü" * 150 + ".tar.gz"  # 307 bytes in UTF-8
     server.add("/long/download", BODY, headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"})

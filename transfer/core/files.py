@@ -27,7 +27,8 @@ def is_disk_full(error: BaseException) -> bool:
     return isinstance(error, (OSError, RuntimeError)) and any(text in str(error) for text in DISK_FULL_TEXTS)
 
 
-def _free_bytes(folder: Path) -> int | None:
+def free_bytes(folder: Path) -> int | None:
+    """Bytes free on the disk holding `folder` (or its nearest existing parent); None when it cannot be told."""
     for candidate in (folder, *folder.parents):
         with contextlib.suppress(OSError):
             return shutil.disk_usage(candidate).free
@@ -44,7 +45,7 @@ def disk_full_error(error: BaseException, folder: Path, needed: int | None = Non
             f"takes){needs}. Raise the limit (`ulimit -f unlimited`) or put the project on another file system, "
             f"then rerun; {left}"
         )
-    free = _free_bytes(Path(folder))
+    free = free_bytes(Path(folder))
     return StageError(
         f"no space left on the disk holding {folder} (or over its quota){needs}"
         f"{f'; {free:,} bytes are free there' if free is not None else ''}. Free space there (or move the project "
@@ -54,7 +55,7 @@ def disk_full_error(error: BaseException, folder: Path, needed: int | None = Non
 
 def check_room(folder: Path, needed: int, kept: str | None = None) -> None:
     """Refuse, before writing, `needed` bytes that the disk holding `folder` has no room for."""
-    free = _free_bytes(Path(folder))
+    free = free_bytes(Path(folder))
     if free is not None and needed > free:
         raise disk_full_error(OSError(errno.ENOSPC, "No space left on device"), folder, needed, kept)
 

@@ -10,8 +10,9 @@ server's Content-Disposition when that path names no file. No message shows a UR
 Retries: a failure that can pass (dropped connection, stall, 5xx, 429) is retried after `backoff` seconds,
 doubling, or after the server's Retry-After (capped at `max_wait`); a retry that follows progress resumes at once
 after `backoff`, and `retries` counts failures in a row without progress. `time_limit` is a deadline over the whole
-transfer: checked as bytes arrive (a server sending a byte a second never trips the read timeout), and no retry
-starts that would begin past it; the final error says how long it tried.
+exchange (transfer/fetch/deadline.py: a server sending a byte a second never trips the read timeout), and no retry
+starts that would begin past it; the final error says how long it tried. `max_size` bounds what is written: a
+larger announced length is refused before a byte is written, and a body with no length stops there.
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ from transfer.core.redact import redact
 from transfer.fetch import credentials, http_transfer
 from transfer.fetch.deadline import Deadline, watch
 from transfer.fetch.net_errors import PastDeadline, TransientError
+from transfer.fetch.resume import state_path
 from transfer.unpack import formats
 
 CHUNK = 1 << 20
 # A server may name the file longer than the 255 bytes Linux takes; room is left for the temporary's `.NAME.tmp`.
 MAX_NAME_BYTES = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-DEFAULTS = dict(timeout=60.0, retries=5, backoff=2.0, max_wait=300.0, time_limit=1800.0)
+# max_size: as the extract stage's unpack limit (transfer/unpack/archives.py), far above Caltech-101's 131 MB.
+MAX_DOWNLOAD_BYTES = 20 * 2**30
+DEFAULTS = dict(timeout=60.0, retries=5, backoff=2.0, max_wait=300.0, time_limit=1800.0, max_size=MAX_DOWNLOAD_BYTES)
 # The schedule of waits goes through here, so tests can check it without waiting.
 sleep = time.sleep
 
@@ -109,7 +113,8 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _download_http(url: str, partial: Path, options: dict) -> str | None:
+def _download_http(url: str, partial: Path, options: dict) -> tuple[str | None, str | None]:
+    """Fetch url into partial, retrying; the name the server gives the file, and its Content-Encoding."""
     shown, started = redact(url), time.monotonic()
     attempts = failures = 0
     waited = 0.0
@@ -119,8 +124,10 @@ def _download_http(url: str, partial: Path, options: dict) -> str | None:
         while True:
             before = _size(partial)
             try:
-                disposition, final_url = http_transfer.attempt(client, url, partial, options["timeout"], deadline)
-                return disposition_name(disposition) or archive_name(final_url)
+                served = http_transfer.attempt(
+                    client, url, partial, options["timeout"], deadline, int(options["max_size"])
+                )
+                return disposition_name(served.disposition) or archive_name(served.url), served.encoding
             except PastDeadline as error:
                 kept = (
                     f"the partial file {partial} is kept and the next run resumes it"
@@ -164,7 +171,9 @@ def _download_http(url: str, partial: Path, options: dict) -> str | None:
                 waited = spent + wait
 
 
-def _refusal(url: str, source: Path | None, problem: formats.Problem, had_md5: bool) -> StageError:
+def _refusal(
+    url: str, source: Path | None, problem: formats.Problem, had_md5: bool, encoding: str | None = None
+) -> StageError:
     """The message for a file that may not enter data/raw, worded for a local file or a server's answer."""
     if source is not None:
         if problem.incomplete:
@@ -179,9 +188,16 @@ def _refusal(url: str, source: Path | None, problem: formats.Problem, had_md5: b
     else:
         what = f"{problem.what}, not a zip or tar archive"
     pinned = " (and its md5 matches data.md5: that file itself is the wrong one)" if had_md5 else ""
+    encoded = (
+        f". The server sent it with Content-Encoding: {encoding}, compressed on the way though this stage asks for "
+        "the file as stored (Accept-Encoding: identity): ask its owner to serve the file as stored, or download it "
+        f"by hand, decompress it (gunzip for gzip) and set data.url to that file"
+        if encoding and encoding.strip().lower() != "identity"
+        else ""
+    )
     return StageError(
         f"{shown} sent {what}{pinned}; nothing was kept, so the next `dvc repro` downloads again. "
-        f"Check data.url in params.yaml (it must lead straight to the archive file)"
+        f"Check data.url in params.yaml (it must lead straight to the archive file){encoded}"
     )
 
 
@@ -194,12 +210,12 @@ def receive(url: str, partial_dir: Path, md5: str | None, **options) -> tuple[Pa
     # One partial file per URL, so changing data.url never resumes the wrong file.
     partial = partial_dir / f"{hashlib.md5(url.encode()).hexdigest()[:12]}.part"
     source = local_source(url)
-    served_name = None
+    served_name = encoding = None
     if source is not None:
         _copy_local(source, partial)
     else:
-        served_name = _download_http(url, partial, options)
-    remove(http_transfer.state_path(partial))  # the transfer is over: what follows keeps or deletes the file
+        served_name, encoding = _download_http(url, partial, options)
+    remove(state_path(partial))  # the transfer is over: what follows keeps or deletes the file
 
     actual = file_md5(partial)
     if md5 is not None and actual != md5:
@@ -210,7 +226,7 @@ def receive(url: str, partial_dir: Path, md5: str | None, **options) -> tuple[Pa
         )
     if problem := formats.check(partial):
         remove(partial)
-        raise _refusal(url, source, problem, md5 is not None)
+        raise _refusal(url, source, problem, md5 is not None, encoding)
     if md5 is None:
         print(f"warning: data.md5 is null, so {redact(url)} is not verified (its md5 is {actual})", file=sys.stderr)
     return partial, served_name

@@ -217,7 +217,7 @@ def unpack(archive: Path, dest: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> li
     writer = _Writer(dest, max_bytes, archive)
     again = "; download it again (`dvc repro -f download` if data.url is right)"
     try:
-        if zipfile.is_zipfile(archive):
+        if formats.is_zip(archive):
             _unpack_zip(archive, writer)
         elif tarfile.is_tarfile(archive):
             _unpack_tar(archive, writer)

@@ -24,6 +24,7 @@ from typing import Any
 from transfer.core.errors import StageError
 from transfer.core.images import check_image
 from transfer.core.progress import progress
+from transfer.unpack import formats
 from transfer.unpack.entry_names import entry_parts, ignored, is_archive_name, is_image_name, tar_name, zip_name
 
 # --- finding the class folders -------------------------------------------------------------------
@@ -70,7 +71,7 @@ def _listing(folder: Path) -> list[tuple[str, ...]]:
 
 def _archive_listing(archive: Path) -> list[tuple[str, ...]]:
     """The file names inside an archive, read as unpack() would write them; raises on an unreadable archive."""
-    if zipfile.is_zipfile(archive):
+    if formats.is_zip(archive):
         with zipfile.ZipFile(archive) as zf:
             return [entry_parts(zip_name(info)) for info in zf.infolist() if not info.filename.endswith(("/", "\\"))]
     with tarfile.open(archive, "r:*", encoding="utf-8", errors="surrogateescape") as tar:

@@ -75,11 +75,21 @@ def _single_file(path: Path, head: bytes) -> Problem | None:
     )
 
 
+def is_zip(path: Path) -> bool:
+    """Whether `path` is a zip archive. zipfile looks for the directory at the end only, and finds it inside a
+    gzip-compressed zip too (stored blocks keep it as it is): a compressed stream is never a zip."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return not _compression(head) and zipfile.is_zipfile(path)
+
+
 def describe_head(head: bytes) -> str | None:
     """Name a format the extract stage does not read, from a file's first bytes; None when unknown."""
     lower = head.lower()
     if not head:
         return "an empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive"
     if b"<html" in lower or b"<!doctype" in lower:
         return "an HTML page (a login, consent or error page?)"
     for magic, what, _ in FOREIGN:
@@ -93,7 +103,7 @@ def check(path: Path) -> Problem | None:
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(512)
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         return None
     if head.startswith(b"PK\x03\x04"):
         return Problem("a zip archive whose end is missing (no central directory)", "download or copy it again", True)
