@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from transfer.core import cli, params, signals
+from transfer.core import cli, params
 from transfer.core.files import atomic_output, remove
 from transfer.core.redact import redact
 from transfer.fetch.downloads import archive_name, receive
@@ -29,12 +29,11 @@ def download(url: str, raw_dir: Path, md5: str | None, partial_dir: Path, **opti
 
 def main(raw_dir: Path, partial_dir: Path, **options) -> None:
     """Options (transfer/fetch/downloads.py DEFAULTS): timeout, retries, backoff, max_wait, time_limit (seconds),
-    max_size (bytes)."""
+    max_size (bytes). SIGTERM, like Ctrl-C, keeps what arrived for the next run to resume (transfer/core/cli.py)."""
     data = params.load().data
     remove(Path(raw_dir))  # one archive in data/raw: the one data.url names
     Path(raw_dir).mkdir(parents=True)
-    with signals.termination_cleans_up():  # SIGTERM, like Ctrl-C, keeps what arrived for the next run to resume
-        dest = download(data.url, raw_dir, data.md5, partial_dir, **options)
+    dest = download(data.url, raw_dir, data.md5, partial_dir, **options)
     print(f"downloaded {redact(data.url)} -> {dest}")
 
 

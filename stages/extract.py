@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transfer.core import cli, params
 from transfer.core.errors import StageError
-from transfer.core.files import atomic_output, disk_space, remove, write_json
+from transfer.core.files import atomic_output, remove, write_json, writes
 from transfer.unpack.archives import MAX_UNPACKED_BYTES, unpack
 from transfer.unpack.class_folders import collect_images, locate_class_root, skipped_under
 
@@ -49,7 +49,7 @@ def extract(
     scratch = images_dir.with_name(f".{images_dir.name}.unpack")
     remove(scratch)
     try:
-        with disk_space(images_dir.parent):  # unpacking writes a copy of the archive's contents there
+        with writes(images_dir.parent):  # unpacking writes a copy of the archive's contents there
             root, where, skipped = unpack_class_root(Path(archive), scratch, max_bytes)
         print(f"class folders found in {where}", file=sys.stderr)
         with atomic_output(images_dir) as tmp:

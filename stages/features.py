@@ -96,8 +96,7 @@ def extract_features(images_dir: Path, split_dir: Path, features_dir: Path, conf
 
 
 def main(images_dir: Path, split_dir: Path, features_dir: Path) -> None:
-    with signals.termination_cleans_up():
-        extract_features(images_dir, split_dir, features_dir, params.load().features)
+    extract_features(images_dir, split_dir, features_dir, params.load().features)
 
 
 if __name__ == "__main__":

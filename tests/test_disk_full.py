@@ -6,6 +6,8 @@ tested the same way in test_download.py and test_extract.py."""
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import textwrap
@@ -103,3 +105,37 @@ def test_full_disk_message_names_the_folder_the_bytes_and_what_to_do(tmp_path):
     assert f"no space left on the disk holding {tmp_path}" in message and "123,456,789 bytes are needed" in message
     assert "bytes are free there" in message and "Free space there" in message
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "permission denied"),
+        (errno.ENAMETOOLONG, "longer than the file system takes"),
+        (errno.EIO, "input/output error"),
+    ],
+)
+def test_a_file_system_error_anywhere_in_a_stage_is_one_line_naming_the_file(code, said, capsys):
+    """A read-only data/ gave `OSError: [Errno 30] Read-only file system` tracebacks in download and extract; every
+    stage goes through cli.run, which names the file and what to do (the fault sweep runs them all for real:
+    tests/test_stage_faults.py)."""
+    from transfer.core import cli
+
+    def stage():
+        raise OSError(code, os.strerror(code), "data/.images.unpack")
+
+    with pytest.raises(SystemExit) as exited:
+        cli.run(stage)
+    err = capsys.readouterr().err
+    assert exited.value.code == 1 and "Traceback" not in err, err
+    (line,) = err.splitlines()
+    assert line.startswith("error: cannot use data/.images.unpack: ") and said in line, line
+
+
+def test_a_bug_is_still_a_traceback(capsys):
+    from transfer.core import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.run(lambda: {}["missing"])
+    assert exited.value.code == 1 and "Traceback" in capsys.readouterr().err

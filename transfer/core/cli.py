@@ -1,4 +1,9 @@
-"""The command-line tail every stage shares: parse its paths, run it, turn user errors into one line."""
+"""The command-line tail every stage shares: parse its paths, run it, turn user errors into one line.
+
+Whatever ends a stage ends it in one line and a non-zero status: a StageError, a file system error (a full disk, a
+read-only folder, no permission: transfer/core/files.py names it), Ctrl-C, SIGTERM or SIGHUP; only a bug prints a
+traceback. Everything the stage prints passes through transfer/core/redact.py's mask_secrets.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from pathlib import Path
 
 from transfer.core import params, signals
 from transfer.core.errors import StageError
-from transfer.core.files import disk_full_error, is_disk_full
+from transfer.core.files import filesystem_error, is_disk_full, is_filesystem_error
 from transfer.core.redact import mask_secrets
 
 
@@ -53,19 +58,21 @@ def run(main: Callable[[], object]) -> None:
 def _run(main: Callable[[], object]) -> None:
     interrupted: list[int] = []
     try:
-        with signals.ctrl_c_raises(interrupted):
+        # SIGTERM (`kill`, a CI job's timeout) and SIGHUP end every stage as Ctrl-C does: its `finally` clauses
+        # remove the scratch, and one line says so (transfer/core/signals.py).
+        with signals.ctrl_c_raises(interrupted), signals.termination_cleans_up():
             main()
         params.check_unchanged()
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except (OSError, RuntimeError) as error:
-        if not is_disk_full(error):  # writers outside transfer/core/files.py's helpers: still one clear line
+        if not is_filesystem_error(error):  # writers outside transfer/core/files.py's helpers: still one clear line
             raise
         filename = getattr(error, "filename", None)  # an OSError's
         folder = Path(filename).parent if filename else Path.cwd()
         kept = "the file it was writing may be incomplete, and rerunning the stage replaces it"
-        print(f"error: {disk_full_error(error, folder, kept=kept)}", file=sys.stderr)
+        print(f"error: {filesystem_error(error, folder, kept=kept if is_disk_full(error) else None)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

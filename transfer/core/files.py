@@ -1,5 +1,7 @@
-"""Writing outputs so that the next stage never reads a half-written one: atomic renames, stable JSON, and a
-full disk or a file-size limit turned into one clear error (every stage writes through here)."""
+"""Writing outputs so that the next stage never reads a half-written one: atomic renames, stable JSON, and every
+file system error (a full disk, a file-size limit, a read-only file system, no permission) turned into one clear
+error naming the file and what to do: here for the writers that use these helpers, and in transfer/core/cli.py for
+any other write a stage makes."""
 
 from __future__ import annotations
 
@@ -25,6 +27,46 @@ def is_disk_full(error: BaseException) -> bool:
     if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
         return True
     return isinstance(error, (OSError, RuntimeError)) and any(text in str(error) for text in DISK_FULL_TEXTS)
+
+
+# What the file system answers when it will not do what a stage asks, a full disk aside: the user or the machine can
+# fix each (a read-only mount, a folder of another user, a path too long, a missing input, a failing disk).
+REFUSALS = {
+    errno.EROFS: "the file system holding it is read-only (mounted read-only, or a read-only container layer). "
+    "Run the pipeline in a checkout on a writable file system, or mount this one read-write",
+    errno.EACCES: "permission denied: the folder belongs to another user or has lost its write permission (see "
+    "`ls -ld` of it). Give your user write permission there (chmod u+w), or run as the folder's owner",
+    errno.EPERM: "operation not permitted (an immutable file, or a file system that refuses it, see `lsattr`). "
+    "Lift the restriction",
+    errno.ENAMETOOLONG: "the path is longer than the file system takes. Move the project to a shorter path",
+    errno.ENOENT: "no such file or folder. Run the stages before this one (`dvc repro`)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder. Remove the file in the way",
+    errno.EISDIR: "it is a folder, not a file. Remove the folder in the way",
+    errno.ELOOP: "too many levels of symbolic links. Fix the link",
+    errno.EIO: "an input/output error: the disk or the network file system failed. Check the disk (dmesg)",
+    errno.EMFILE: "too many open files. Raise the limit (`ulimit -n`)",
+    errno.ENFILE: "too many open files on this machine. Close other programs",
+    errno.ETXTBSY: "the file is busy. Stop the program using it",
+    errno.EBUSY: "the file or folder is busy (a mount point, or in use). Stop what uses it",
+}
+
+
+def is_filesystem_error(error: BaseException) -> bool:
+    """A file system error the user or the machine can fix, as opposed to a bug."""
+    return is_disk_full(error) or (isinstance(error, OSError) and error.errno in REFUSALS)
+
+
+def filesystem_error(error: BaseException, folder: Path, needed: int | None = None, kept: str | None = None):
+    """The one-line message for a file system error: the file (else the folder), what happened, what to do."""
+    if is_disk_full(error):
+        return disk_full_error(error, folder, needed, kept)
+    assert isinstance(error, OSError) and error.errno is not None  # is_filesystem_error
+    # A link or a rename names its source first and the path it writes second: the one written is the one to name.
+    path = error.filename2 or error.filename or folder
+    left = kept or "nothing half-written was left where a stage reads"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):  # refused before anything was written there
+        left = "nothing was written there"
+    return StageError(f"cannot use {path}: {REFUSALS[error.errno]}; then rerun; {left}")
 
 
 def free_bytes(folder: Path) -> int | None:
@@ -61,14 +103,15 @@ def check_room(folder: Path, needed: int, kept: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def disk_space(folder: Path, needed: int | None = None, kept: str | None = None) -> Iterator[None]:
-    """Turn a full disk or a file-size limit inside the block into one StageError naming `folder`."""
+def writes(folder: Path, needed: int | None = None, kept: str | None = None) -> Iterator[None]:
+    """Turn a file system error inside the block (full disk, file-size limit, read-only, no permission...) into one
+    StageError naming the file or `folder`; `needed`: the bytes the block writes, when known."""
     try:
         yield
     except (OSError, RuntimeError) as error:
-        if not is_disk_full(error):
+        if not is_filesystem_error(error):
             raise
-        raise disk_full_error(error, folder, needed, kept) from None
+        raise filesystem_error(error, folder, needed, kept) from None
 
 
 def remove(path: Path) -> None:
@@ -92,7 +135,7 @@ def atomic_output(final: Path, suffix: str = "", needed: int | None = None) -> I
     tmp = final.with_name(f".{final.name}.tmp{suffix}")
     remove(tmp)
     try:
-        with disk_space(final.parent, needed):
+        with writes(final.parent, needed):
             yield tmp
         remove(final)
         os.replace(tmp, final)

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from transfer.core.errors import StageError
-from transfer.core.files import check_room, disk_space, file_md5, remove
+from transfer.core.files import check_room, file_md5, remove, writes
 from transfer.core.progress import progress
 from transfer.core.redact import redact
 from transfer.fetch import credentials, http_transfer
@@ -98,8 +98,12 @@ def _copy_local(source: Path, partial: Path) -> None:
         raise StageError(f"data.url points to {source}, which is not a file; fix data.url in params.yaml")
     size = source.stat().st_size
     check_room(partial.parent, size, "nothing was written")
-    bar = progress(desc=source.name, unit="B", total=size)
-    with disk_space(partial.parent, size), open(source, "rb") as src, open(partial, "wb") as dst, bar:
+    with (
+        writes(partial.parent, size),
+        open(source, "rb") as src,
+        open(partial, "wb") as dst,
+        progress(desc=source.name, unit="B", total=size) as bar,  # made once the files are open: no bar left behind
+    ):
         while chunk := src.read(CHUNK):
             dst.write(chunk)
             bar.update(len(chunk))
@@ -212,7 +216,11 @@ def receive(url: str, partial_dir: Path, md5: str | None, **options) -> tuple[Pa
     source = local_source(url)
     served_name = encoding = None
     if source is not None:
-        _copy_local(source, partial)
+        try:
+            _copy_local(source, partial)
+        except BaseException:  # a local copy is not resumed: never leave half of one
+            remove(partial)
+            raise
     else:
         served_name, encoding = _download_http(url, partial, options)
     remove(state_path(partial))  # the transfer is over: what follows keeps or deletes the file

@@ -20,7 +20,7 @@ import requests
 import urllib3
 
 from transfer.core.errors import StageError
-from transfer.core.files import check_room, disk_space, free_bytes
+from transfer.core.files import check_room, free_bytes, writes
 from transfer.core.progress import progress
 from transfer.core.redact import redact
 from transfer.fetch.credentials import CREDENTIALS_HINT, encrypted
@@ -161,7 +161,7 @@ def _stream_body(
     limit, bound = cap
     # Unbuffered: every byte received is on disk at once, whatever ends the process.
     with (
-        disk_space(partial.parent, total, kept),
+        writes(partial.parent, total, kept),
         open(partial, "ab" if have else "wb", buffering=0) as out,
         progress(desc=desc, unit="B", total=total, initial=have) as bar,
     ):
