@@ -386,3 +386,70 @@ def test_an_unreadable_folder_is_reported_once_and_the_rest_classified(tmp_path,
     (tmp_path / "top").mkdir()
     results, errors = predict(CountingModel(2, lambda: 0), ["a", "b"], 32, [tmp_path / "top"], top=1)
     assert results == {} and errors == {str(tmp_path / "top"): "cannot read this folder (Permission denied)"}
+
+
+# --- issue 35: special files, files that are no model, a path named twice ---------------------------------------
+
+
+def test_predict_never_opens_a_special_file_and_classifies_the_rest(tmp_path):
+    """A FIFO given by name hung predict forever (open waits for a writer), and the images after it were never
+    classified; a device such as /dev/zero never ends."""
+    import os
+    import threading
+
+    first, last = tiny_images(tmp_path / "photos", 2)
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    done: list = []
+    worker = threading.Thread(
+        target=lambda: done.append(predict(CountingModel(2, lambda: 0), ["a", "b"], 32, [first, fifo, last], 1)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=20)
+    if not done:
+        with open(fifo, "wb"):  # let the hung open return, so the thread ends
+            pass
+    assert done, "predict hung on the FIFO"
+    results, errors = done[0]
+    assert set(results) == {str(first), str(last)}
+    assert errors == {str(fifo): "not a regular file (a FIFO), so it is not read"}
+    assert load_error("/dev/zero") == "not a regular file (a character device), so it is not read"
+
+
+def load_error(path) -> str:
+    from transfer.core.images import ImageError
+
+    with pytest.raises(ImageError) as caught:
+        load_image(path)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "what"), [(b"not a model at all", "no Keras model file"), (b"", "an empty file (0 bytes)")]
+)
+def test_predict_model_that_is_no_model_file_is_named(tmp_path, content, what):
+    """Keras answered `File not found` for a file that exists but is no model."""
+    model = tmp_path / "classifier.keras"
+    model.write_bytes(content)
+    with pytest.raises(StageError) as caught:
+        load_classifier(model)
+    message = str(caught.value)
+    assert f"{model} is not a Keras model file" in message and "not found" not in message and what in message
+
+
+def test_predict_json_names_a_path_given_twice_once(tmp_path, monkeypatch, capsys):
+    """The same image twice wrote a duplicate key into the JSON document."""
+    import transfer.artifacts.predict as module
+
+    (image,) = tiny_images(tmp_path / "photos", 1)
+    monkeypatch.setattr(module, "load_classifier", lambda *args: (CountingModel(2, lambda: 0), ["a", "b"], 32))
+    module.main([image, image, image.parent], tmp_path / "classifier.keras", top=1, as_json=True)
+
+    def no_duplicates(pairs):
+        keys = [key for key, _ in pairs]
+        assert len(keys) == len(set(keys)), f"duplicate keys {keys}"
+        return dict(pairs)
+
+    document = json.loads(capsys.readouterr().out, object_pairs_hook=no_duplicates)
+    assert list(document["results"]) == [str(image)]

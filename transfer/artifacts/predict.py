@@ -89,6 +89,22 @@ def _check_classes(model_path: Path, classes: list[str], classes_path: Path, giv
     )
 
 
+def _check_model_file(model_path: Path) -> None:
+    """A file Keras can load is a zip (.keras) or an HDF5 file (legacy .h5); for anything else Keras answers
+    "File not found", which misleads about a file that is there."""
+    import zipfile
+
+    with open(model_path, "rb") as file:
+        head = file.read(8)
+    if head.startswith(b"\x89HDF\r\n\x1a\n") or zipfile.is_zipfile(model_path):
+        return
+    what = "an empty file (0 bytes)" if not head else f"no Keras model file (it starts {head!r})"
+    raise StageError(
+        f"{model_path} is not a Keras model file: it is {what}; pass --model the models/classifier.keras that "
+        "`dvc repro` writes"
+    )
+
+
 def load_classifier(model_path: Path, classes_path: Path | None = None):
     """The exported classifier, its class names (from the model; a class list given as classes_path must agree)
     and its input size."""
@@ -99,6 +115,7 @@ def load_classifier(model_path: Path, classes_path: Path | None = None):
                 f"{path} not found; run `dvc repro` in {PROJECT} to train and export the classifier, or pass --model"
             )
     given = _read_classes(Path(classes_path)) if classes_path is not None else None
+    _check_model_file(model_path)
     keras = devices.use("tensorflow")
     try:
         model = keras.models.load_model(model_path, compile=False)
@@ -138,14 +155,23 @@ def _files_below(folder: Path) -> Iterator[tuple[Path, str | None]]:
 
 def _inputs(paths: Iterable[Path]) -> Iterator[tuple[Path, Path | None, str | None]]:
     """(file, the folder it was found in or None, None); (folder, folder, None) after each folder's last file;
-    (path, None, why) for a folder or an entry in one that cannot be read."""
+    (path, None, why) for a folder or an entry in one that cannot be read. A path met twice (named twice, or named
+    and inside a folder named too) comes once: the JSON document has one key per path."""
+    seen: set[str] = set()
     for path in map(Path, paths):
+        if str(path) in seen:
+            continue
+        seen.add(str(path))
         if path.is_dir():
-            unreadable = False
+            unreadable = repeated = False
             for file, problem in _files_below(path):
                 unreadable = unreadable or (problem is not None and file == path)
+                if file != path and str(file) in seen:  # (the folder itself is named when it cannot be read)
+                    repeated = True
+                    continue
+                seen.add(str(file))
                 yield file, (None if problem else path), problem
-            if not unreadable:  # said once: not also "no image files"
+            if not unreadable and not repeated:  # said once: not also "no image files"
                 yield path, path, None
         else:
             yield path, None, None

@@ -8,6 +8,8 @@ deep-learning framework, so every backend sees the same uint8 arrays.
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -25,8 +27,35 @@ class ImageError(Exception):
     """A file that is not a usable image; the message says why (without the path)."""
 
 
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _regular_file(path: Path):
+    """`path` opened for reading if it is a regular file. Anything else is refused without being read: opening a
+    FIFO waits for a writer forever, and a device such as /dev/zero never ends. O_NONBLOCK: the open itself cannot
+    wait; fstat then tells what was opened (no gap between a check and the open)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "a special file")
+            raise ImageError(f"not a regular file ({kind}), so it is not read")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _open_upright(path: Path) -> Image.Image:
-    with Image.open(path) as image:
+    with _regular_file(path) as file, Image.open(file) as image:
         if image.format not in SUPPORTED_FORMATS:
             raise ImageError(f"{image.format} is not a supported format ({', '.join(SUPPORTED_FORMATS)})")
         image.seek(0)  # first frame of an animation or a multi-picture file
