@@ -28,6 +28,9 @@ MAX_UNPACKED_BYTES = 20 * 2**30
 MAX_NAME_BYTES = 255
 # Nor a link target longer than PATH_MAX: a zip may store a link's target compressed, hundreds of MB of it.
 MAX_LINK_BYTES = 4096
+# A whole path past PATH_MAX (4,096 bytes) cannot be opened. The folder the project sits in comes before the entry's
+# path, so an entry's own path is held to less; a fixed bound, so metrics/data.json does not depend on that folder.
+MAX_PATH_BYTES = 3072
 ZIP_ENCRYPTED_FLAG = 0x1
 
 
@@ -79,27 +82,39 @@ class _Writer:
                 target = self.links[target]
             source = self.dest.joinpath(*target)
             shown = "/".join(target) or "the top folder"
-            if target in seen or not source.is_file() or source.is_symlink():
+            if self.too_long(target) or target in seen or not source.is_file() or source.is_symlink():
                 self.refuse(parts, f"link to {shown}, which is not a file in the archive")
             else:
                 with open(source, "rb") as copy:
                     self.file(parts, copy)
 
+    @staticmethod
+    def too_long(parts: tuple[str, ...]) -> str | None:
+        """Why the file system would refuse this path for its length, or None."""
+        if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
+            return f"name longer than {MAX_NAME_BYTES} bytes, which the file system refuses"
+        if len("/".join(parts).encode()) > MAX_PATH_BYTES:
+            return (
+                f"path longer than {MAX_PATH_BYTES:,} bytes, which the file system refuses (4,096 for the whole "
+                "path, the project's folder included)"
+            )
+        return None
+
     def directory(self, parts: tuple[str, ...]) -> None:
-        if all(len(part.encode()) <= MAX_NAME_BYTES for part in parts):
+        if not self.too_long(parts):
             # On failure the files inside it are refused one by one, with the reason.
             with contextlib.suppress(OSError):
                 self.dest.joinpath(*parts).mkdir(parents=True, exist_ok=True)
 
     def file(self, parts: tuple[str, ...], source) -> None:
-        if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
-            self.refuse(parts, f"name longer than {MAX_NAME_BYTES} bytes, which the file system refuses")
+        if why := self.too_long(parts):
+            self.refuse(parts, why)
             return
         target = self.dest.joinpath(*parts)
-        if target.exists():
-            self.refuse(parts, "a second entry with the same name (after Unicode normalisation); the first is kept")
-            return
         try:
+            if target.exists():
+                self.refuse(parts, "a second entry with the same name (after Unicode normalisation); the first is kept")
+                return
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch(exist_ok=False)  # any name the file system refuses fails here, before a byte is read
         except OSError as error:
