@@ -3,7 +3,8 @@
 The class folders are found by their images at any depth of the archive or inside a nested archive
 (transfer/unpack/class_folders.py); unpacking is safe and keeps names as their makers meant them
 (transfer/unpack/archives.py).
-Writes metrics/data.json: images per class and every file left out, with the reason.
+Writes metrics/data.json: images per class and the files left out, with the reason (the first 100 and their number;
+all of them in data/images/skipped_files.json when there are more).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from transfer.core import cli, params
 from transfer.core.errors import StageError
 from transfer.core.files import atomic_output, remove, write_json, writes
 from transfer.unpack.archives import MAX_UNPACKED_BYTES, unpack
-from transfer.unpack.class_folders import collect_images, locate_class_root, skipped_under
+from transfer.unpack.class_folders import (
+    SKIPPED_LIST,
+    SKIPPED_SAMPLE,
+    collect_images,
+    locate_class_root,
+    skipped_under,
+)
 
 # Archives inside archives are opened this many levels deep at most.
 MAX_NESTING = 3
@@ -61,13 +68,18 @@ def extract(
                     f"{archive}: {len(classes)} class folder(s) with valid images after data.exclude; "
                     f"a classifier needs at least 2 (class folders looked for in {where})"
                 )
+            left_out = report["skipped_files"]
+            if len(left_out) > SKIPPED_SAMPLE:  # all of them beside the images, the first in the report git keeps
+                write_json(tmp / SKIPPED_LIST, left_out)
     finally:
         remove(scratch)
     report.update(archive=Path(archive).name, class_root=where, n_classes=len(classes), n_images=sum(classes.values()))
+    report.update(n_skipped_files=len(left_out), skipped_files=left_out[:SKIPPED_SAMPLE])
     write_json(report_path, report)
+    listed = f"; all of them in {images_dir / SKIPPED_LIST}" if len(left_out) > SKIPPED_SAMPLE else ""
     print(
         f"extracted {report['n_images']} images in {report['n_classes']} classes to {images_dir}; "
-        f"{len(report['skipped_files'])} files left out (see {report_path})"
+        f"{len(left_out)} files left out (see {report_path}{listed})"
     )
     return report
 

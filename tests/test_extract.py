@@ -322,6 +322,72 @@ def test_tar_over_the_size_limit_is_refused(out, tmp_path):
     assert "more than the 1,000,000-byte limit" in extract_error(archive, out, max_bytes=1_000_000)
 
 
+class Zeros(io.RawIOBase):
+    """A stream of zero bytes, so a big entry is written without holding it in memory."""
+
+    def __init__(self, size: int):
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_an_archive_unpacking_to_far_more_than_its_size_is_refused_early(out, tmp_path, kind):
+    """A 1 MB zip bomb wrote 1 GiB before its file was dropped: the 20 GiB limit alone let it. An archive may unpack
+    to 100 times its size (64 MiB at least): a zip is refused before a byte is written (its directory declares the
+    sizes), a tar.gz as soon as it passes the bound."""
+    size = 200 * 2**20
+    archive = tmp_path / f"bomb.{kind}"
+    if kind == "zip":
+        make_zip(archive, good_classes())
+        with zipfile.ZipFile(archive, "a", zipfile.ZIP_DEFLATED) as zf, zf.open("class_0/zeros.jpg", "w") as entry:
+            for _ in range(size >> 20):
+                entry.write(bytes(1 << 20))
+    else:
+        make_tar(archive, good_classes())
+        with tarfile.open(tmp_path / "bomb.tar", "w") as tar:
+            info = tarfile.TarInfo("class_0/zeros.jpg")
+            info.size = size
+            tar.addfile(info, io.BufferedReader(Zeros(size)))
+            for name, data in good_classes().items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        with open(tmp_path / "bomb.tar", "rb") as raw, open(archive, "wb") as packed:
+            import gzip
+
+            with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as stream:
+                while chunk := raw.read(1 << 20):
+                    stream.write(chunk)
+    assert archive.stat().st_size < 1_000_000
+    message = extract_error(archive, out)
+    assert "100 times its own size" in message and "67,108,864" in message, message
+
+
+def test_many_tiny_entries_keep_metrics_data_json_small_and_list_them_all_in_data_images(out, tmp_path):
+    """100,000 one-byte entries made the git-tracked metrics/data.json 10.6 MB: it keeps a count and the first
+    entries; every one is listed in data/images/skipped_files.json (DVC keeps it with the images)."""
+    from transfer.unpack.class_folders import SKIPPED_SAMPLE
+
+    n = 3 * SKIPPED_SAMPLE
+    entries = {**good_classes(), **{f"class_{i % 2}/notes/{i:05d}.txt": b"x" for i in range(n)}}
+    report = run_extract(make_zip(tmp_path / "tiny.zip", entries), out)
+    written = json.loads(out["report"].read_text())
+    assert written["n_skipped_files"] == n and len(written["skipped_files"]) == SKIPPED_SAMPLE
+    assert written["skipped_files"] == sorted(written["skipped_files"], key=lambda entry: entry["path"])
+    assert out["report"].stat().st_size < 40_000
+    everything = json.loads((out["images"] / "skipped_files.json").read_text())
+    assert len(everything) == n and everything[:SKIPPED_SAMPLE] == written["skipped_files"]
+    assert report["images_per_class"] == {"class_0": 3, "class_1": 3}
+
+
 # --- odd and bad images --------------------------------------------------------------------------
 
 

@@ -18,12 +18,17 @@ import zlib
 from pathlib import Path
 
 from transfer.core.errors import StageError
+from transfer.core.files import check_room
 from transfer.core.progress import progress
 from transfer.unpack import formats
 from transfer.unpack.entry_names import entry_parts, ignored, ignored_reason, safe_parts, tar_name, utf8_name, zip_name
 
 # Refuse archives that would unpack to more than this (a zip bomb, or the wrong file): Caltech-101 is 0.15 GB.
 MAX_UNPACKED_BYTES = 20 * 2**30
+# Nor more than this many times their own size, with this much allowed whatever the size: images hardly compress
+# (Caltech-101 unpacks to 1.1 times its zip), while a zip bomb's deflate reaches 1,000 times. 64 MiB keeps small
+# archives of flat pictures (BMP, TIFF) fine.
+MAX_RATIO, RATIO_FLOOR = 100, 64 * 2**20
 # Linux file systems refuse a name component longer than this many bytes.
 MAX_NAME_BYTES = 255
 # Nor a link target longer than PATH_MAX: a zip may store a link's target compressed, hundreds of MB of it.
@@ -41,10 +46,18 @@ class _Writer:
     """Writes entries under `dest`; a name the file system refuses is left out and noted in `skipped`."""
 
     def __init__(self, dest: Path, max_bytes: int, archive: Path):
-        self.dest, self.max_bytes, self.archive = dest, max_bytes, archive
+        ratio_bound = max(MAX_RATIO * archive.stat().st_size, RATIO_FLOOR)
+        self.dest, self.max_bytes, self.archive = dest, min(max_bytes, ratio_bound), archive
+        self.why = (
+            f"{MAX_RATIO} times its own size ({archive.stat().st_size:,} bytes): a zip bomb, or not an archive of "
+            "images"
+            if ratio_bound < max_bytes
+            else "limit"
+        )
         self.written = 0
         self.skipped: list[dict] = []
         self.links: dict[tuple[str, ...], tuple[str, ...]] = {}  # link -> its target, both from the archive's top
+        self.folders: set[Path] = set()  # made already
 
     def refuse(self, parts: tuple[str, ...], reason: str) -> None:
         self.skipped.append({"path": "/".join(parts), "reason": reason})
@@ -52,10 +65,15 @@ class _Writer:
     def hidden(self, parts: tuple[str, ...]) -> None:
         self.refuse(parts, ignored_reason(parts))
 
+    def over(self, size: int, verb: str = "unpacks to more than") -> StageError:
+        if self.why == "limit":
+            return StageError(f"{self.archive}: {verb} the {self.max_bytes:,}-byte limit")
+        return StageError(f"{self.archive}: {verb} {self.max_bytes:,} bytes, {self.why}; nothing was kept")
+
     def count(self, size: int) -> None:
         self.written += size
         if self.written > self.max_bytes:  # the sizes in an archive's headers can lie
-            raise StageError(f"{self.archive}: unpacks to more than the {self.max_bytes:,}-byte limit")
+            raise self.over(self.written)
 
     def long_link(self, parts: tuple[str, ...], link: str) -> bool:
         """Whether a link's target is too long to be a name here (then it is left out, with the reason)."""
@@ -112,15 +130,21 @@ class _Writer:
             return
         target = self.dest.joinpath(*parts)
         try:
-            if target.exists():
+            if target.parent not in self.folders:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.folders.add(target.parent)
+            # One exclusive create: a second entry of the same name, or a name the file system refuses, fails here
+            # before a byte is read. (Creating the file empty and opening it again truncated it, which made ext4
+            # flush each file: 100,000 tiny entries took minutes to write and to remove.)
+            try:
+                out = open(target, "xb")  # noqa: SIM115 (closed by the with below, once the name is known to work)
+            except FileExistsError:
                 self.refuse(parts, "a second entry with the same name (after Unicode normalisation); the first is kept")
                 return
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.touch(exist_ok=False)  # any name the file system refuses fails here, before a byte is read
         except OSError as error:
             self.refuse(parts, f"the file system refused the name: {error.strerror or error}")
             return
-        with source as src, open(target, "wb") as out:
+        with source as src, out:
             while chunk := src.read(1 << 20):
                 self.count(len(chunk))
                 out.write(chunk)
@@ -144,10 +168,9 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
                     "password, pack the class folders again without one and point data.url at that file"
                 )
         declared = sum(info.file_size for info, _, _ in entries)
-        if declared > writer.max_bytes:
-            raise StageError(
-                f"{archive}: entries would unpack to {declared:,} bytes, over the {writer.max_bytes:,}-byte limit"
-            )
+        if declared > writer.max_bytes:  # before a byte is written
+            raise writer.over(declared, f"entries would unpack to {declared:,} bytes, over")
+        check_room(writer.dest, declared, "nothing was written")
         for info, name, parts in progress(entries, desc=f"unpack {archive.name}", unit="file"):
             if name.endswith(("/", "\\")):
                 writer.directory(parts)
