@@ -3,13 +3,17 @@ the best epoch, and a checkpoint after every finished epoch from which an interr
 
 A checkpoint holds every variable of the model (weights, BatchNorm statistics, the Dropout seed generators' state)
 and of the optimizer (Adam's moments and step count), the best epoch's weights and the history, with a fingerprint
-of what the run was given. The epoch's order and augmentation come from (seed, epoch) alone (data.py), so a resumed
-run continues exactly where the interrupted one stopped: on a CPU, the same final bytes.
+of what the run was given, in one file replaced in one step: a run killed while saving resumes from one epoch
+whole, never from one epoch's weights with another's history. The epoch's order and augmentation come from (seed,
+epoch) alone (data.py), so a resumed run continues exactly where the interrupted one stopped: on a CPU, the same
+final bytes. A loss that is no longer a number (a learning rate far too high) ends the run naming that rate, before
+that epoch is checkpointed or kept.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from transfer.core import signals
+from transfer.core.errors import StageError
 from transfer.core.progress import progress
 from transfer.finetune.data import training_batches
 
@@ -42,7 +47,8 @@ def _assign(variables, values) -> None:
 
 
 class Checkpoint:
-    """Folder `path` with state.npz (variables) and state.json (history, fingerprint), replaced atomically."""
+    """Folder `path` holding state.npz: the variables, and under "state" the history and fingerprint as JSON; one
+    file, replaced atomically (os.replace), so what is there is always one epoch's whole state."""
 
     def __init__(self, path: Path, fingerprint: str):
         self.path, self.fingerprint = Path(path), fingerprint
@@ -50,25 +56,24 @@ class Checkpoint:
     def save(self, model, history: History, best: list[np.ndarray]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         arrays = _values(model.variables) + _values(model.optimizer.variables) + best
-        tmp = self.path / ".state.npz.tmp"
-        with open(tmp, "wb") as file:
-            np.savez(file, *arrays)
-        os.replace(tmp, self.path / "state.npz")
         state: dict[str, Any] = {
             "fingerprint": self.fingerprint,
             "n": [len(model.variables), len(model.optimizer.variables)],
+            "history": history.__dict__,
         }
-        state["history"] = history.__dict__
-        (self.path / ".state.json.tmp").write_text(json.dumps(state), encoding="utf-8")
-        os.replace(self.path / ".state.json.tmp", self.path / "state.json")
+        text = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+        tmp = self.path / ".state.npz.tmp"
+        with open(tmp, "wb") as file:
+            np.savez(file, *arrays, state=text)
+        os.replace(tmp, self.path / "state.npz")
 
     def restore(self, model) -> tuple[History, list[np.ndarray]] | None:
         """The history and best weights of the last finished epoch, the model and optimizer set to that epoch's
-        state; None when there is no checkpoint of this run (none, or one made with other inputs)."""
+        state; None when there is no checkpoint of this run (none, one made with other inputs, or an older form)."""
         try:
-            state = json.loads((self.path / "state.json").read_text(encoding="utf-8"))
             with np.load(self.path / "state.npz") as stored:
-                arrays = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+                state = json.loads(stored["state"].tobytes().decode())
+                arrays = [stored[f"arr_{i}"] for i in range(len(stored.files) - 1)]
         except (OSError, ValueError, KeyError):
             return None
         if state.get("fingerprint") != self.fingerprint:
@@ -79,6 +84,15 @@ class Checkpoint:
         return History(**state["history"]), arrays[n_model + n_optimizer :]
 
 
+def _finite(loss: float, what: str, epoch: int, config) -> None:
+    """A loss that is no longer a number means training diverged: fail, naming the rate, rather than keep going."""
+    if not math.isfinite(loss):
+        raise StageError(
+            f"fine-tuning diverged: the {what} became {loss} in epoch {epoch + 1} with finetune.learning_rate "
+            f"{config.learning_rate}; lower finetune.learning_rate in params.yaml (the default is 1e-05), then rerun"
+        )
+
+
 def _train_epoch(model, decoder, train, config, epoch: int, n_epochs: int) -> dict:
     paths, labels = train[:2]
     totals = np.zeros(2)
@@ -86,6 +100,7 @@ def _train_epoch(model, decoder, train, config, epoch: int, n_epochs: int) -> di
         for images, batch_labels in training_batches(decoder, paths, labels, config.seed, epoch):
             with signals.deferred():  # a signal inside the backend's C++ code takes effect when the step returns
                 result = model.train_on_batch(images, batch_labels, return_dict=True)
+            _finite(float(result["loss"]), "training loss", epoch, config)
             totals += len(images) * np.array([float(result["loss"]), float(result["accuracy"])])
             bar.update(len(images))
             bar.set_postfix(loss=f"{totals[0] / bar.n:.4f}")
@@ -122,6 +137,7 @@ def fit(model, decoder, data: dict, config, checkpoint: Checkpoint) -> History:
             break
         train_scores = _train_epoch(model, decoder, data["train"], config, epoch, config.epochs)
         val_scores = _scores(data["val"][1], predict(model, decoder, data["val"][0]))
+        _finite(val_scores["loss"], "validation loss", epoch, config)
         history.epochs.append({"train": train_scores, "eval": val_scores})
         if val_scores["loss"] < history.best_loss:
             history.best_epoch, history.best_loss = epoch + 1, val_scores["loss"]
