@@ -233,6 +233,18 @@ def test_stage_with_bad_params_exits_before_any_work(tmp_path, module, args, unt
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
+def test_a_bad_value_in_any_section_says_the_first_stage_to_run_reports_it(tmp_path):
+    """In `dvc exp run --run-all`, a variant with a bad train.* value failed in stage `source` (the first stage an
+    experiment runs: data/source is per machine), and DVC blamed `source`: the message says why that stage."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(with_value("train.epochs", -1)))
+    with pytest.raises(StageError) as caught:
+        params.load(path)
+    message = str(caught.value)
+    assert "train.epochs must be an integer >= 1" in message
+    assert "every stage checks all of params.yaml before any work" in message and "whichever stage" in message
+
+
 # ------------------------------------------------------------------------------------------- edited during a run
 
 

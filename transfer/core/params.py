@@ -263,7 +263,14 @@ def load(path: str | Path = "params.yaml") -> Params:
     global _loaded
     path = Path(path)
     raw = _read_yaml(path)
-    loaded = validate(raw, str(path))
+    try:
+        loaded = validate(raw, str(path))
+    except StageError as error:
+        # DVC then names the stage that failed: say why it is that one, whatever section the key is in.
+        raise StageError(
+            f"{error} (every stage checks all of params.yaml before any work, so whichever stage runs first reports "
+            "it, even for a key it does not read: fix the value and rerun)"
+        ) from None
     _loaded = (path, raw)
     return loaded
 
