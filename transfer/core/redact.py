@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 # A path with a query or path parameters as libraries quote it, without scheme and host (`url: /x.zip?sig=...`).
 _PATH_QUERY = re.compile(r"(?<![\w.~-])(/[^\s'\"<>?;]*)([?;][^\s'\"<>]+)")
-_AUTHORIZATION = re.compile(r"\b(Bearer|Basic|Digest|Token|token)\s+[^\s'\"<>,]+")
+_AUTHORIZATION = re.compile(r"\b(Bearer|Basic|Digest|Token)\s+[^\s'\"<>,)]+")
 # Shorter values are not remembered: hiding every "1" of a message would hide more than the secret.
 MIN_SECRET = 4
 _secrets: set[str] = set()

@@ -146,9 +146,9 @@ def _size_limit(shown: str, partial: Path, have: int, total: int | None, max_siz
         kept = f"the partial download {partial} is kept, and the next run resumes it (delete it to free its space)"
         check_room(folder, total - have, kept if have else "nothing was written")  # not once the disk is full
         return total, ""
-    room = (free_bytes(folder) or max_size) - KEEP_FREE
+    room = have + max(0, (free_bytes(folder) or max_size) - KEEP_FREE)
     if room < max_size:
-        return have + max(0, room), f"the free space of the disk holding {folder}, less {KEEP_FREE >> 20} MiB kept free"
+        return room, f"the free space of the disk holding {folder}, less {KEEP_FREE >> 20} MiB kept free"
     return max_size, "the --max-size limit of the download stage"
 
 
