@@ -43,6 +43,7 @@ Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 # What this process loaded, and the keys it has read since: transfer.core.cli.run checks those against params.yaml at
 # the end, since DVC records params.yaml as it is after the stage exits.
 _loaded: tuple[Path, dict] | None = None
+WHY_THIS_STAGE = "every stage checks all of params.yaml before any work, so whichever stage runs first reports it"
 _read: set[str] = set()
 
 
@@ -81,14 +82,7 @@ class DataParams(Section):
     @classmethod
     def _no_credentials(cls, value: str) -> str:
         # dvc.lock, which is committed, records params.yaml's values: a credential here would end up in git.
-        try:
-            what = credentials_in(value)
-        except ValueError:  # a URL nothing can read (a bracket left open, a port that is no number)
-            raise ValueError(
-                "is not a URL that can be read (check its [brackets] and :port); write it as "
-                "https://host/path, file:///path or a path"
-            ) from None
-        if what:
+        if what := credentials_in(value):  # (raises for a URL that does not parse: named as it is)
             where = (
                 "~/.netrc (machine HOST login USER password ...)"
                 if "user info" in what
@@ -249,8 +243,8 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
             sections[name] = section(**{str(k): v for k, v in values.items()})
         except ValidationError as error:
             problems += _problems(section, values, error)
-    if problems:
-        raise StageError(f"{source}: " + "; ".join(problems))
+    if problems:  # DVC then names the stage that failed: say why it is that one, whatever section the key is in
+        raise StageError(f"{source}: " + "; ".join(problems) + f" ({WHY_THIS_STAGE})")
     return Params.model_validate(sections)  # the validated sections, kept as they are
 
 
@@ -263,14 +257,7 @@ def load(path: str | Path = "params.yaml") -> Params:
     global _loaded
     path = Path(path)
     raw = _read_yaml(path)
-    try:
-        loaded = validate(raw, str(path))
-    except StageError as error:
-        # DVC then names the stage that failed: say why it is that one, whatever section the key is in.
-        raise StageError(
-            f"{error} (every stage checks all of params.yaml before any work, so whichever stage runs first reports "
-            "it, even for a key it does not read: fix the value and rerun)"
-        ) from None
+    loaded = validate(raw, str(path))
     _loaded = (path, raw)
     return loaded
 

@@ -92,8 +92,14 @@ def credentials_in(url: str) -> str | None:
     when nothing is. Raises ValueError for a URL that does not parse (then nothing can be said of it)."""
     if "://" not in url:
         return None
-    parts = urlsplit(url)
-    parts.port  # noqa: B018 (a port that is not a number raises here)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:  # a bracket left open, a port that is no number: refused, and named without the URL
+        raise ValueError(
+            "is not a URL that can be read (check its [brackets] and :port); write it as https://host/path, "
+            "file:///path or a path"
+        ) from None
     if "@" in parts.netloc:
         return "user info (user:password@)"
     pairs = parse_qsl(parts.query, keep_blank_values=True) + parse_qsl(parts.fragment, keep_blank_values=True)
