@@ -26,7 +26,7 @@ if os.environ.get("HOLD_DECODING"):
     _open = Image.open
 
     def _held_open(fp, *args, **kwargs):
-        if str(fp).endswith(os.environ["HOLD_DECODING"]):
+        if str(getattr(fp, "name", fp)).endswith(os.environ["HOLD_DECODING"]):  # a path, or a file opened from one
             _mark()
             while True:  # the decoding workers ignore SIGINT; the stage's clean-up or the test kills this one
                 time.sleep(60)

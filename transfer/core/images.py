@@ -39,18 +39,18 @@ def _regular_file(path: Path):
     """`path` opened for reading if it is a regular file. Anything else is refused without being read: opening a
     FIFO waits for a writer forever, and a device such as /dev/zero never ends. O_NONBLOCK: the open itself cannot
     wait; fstat then tells what was opened (no gap between a check and the open)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    file = open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK))  # noqa: SIM115
     try:
-        mode = os.fstat(fd).st_mode
+        mode = os.fstat(file.fileno()).st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(path)
         if not stat.S_ISREG(mode):
             kind = _KINDS.get(stat.S_IFMT(mode), "a special file")
             raise ImageError(f"not a regular file ({kind}), so it is not read")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        os.set_blocking(file.fileno(), True)
+        return file
     except BaseException:
-        os.close(fd)
+        file.close()
         raise
 
 
