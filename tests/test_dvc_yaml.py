@@ -231,14 +231,15 @@ def ignored(paths: list[str], tmp_path: Path) -> dict[str, bool]:
 
 def test_every_cached_output_is_ignored_by_the_committed_gitignore(tmp_path):
     cached = outputs(cached=True)
-    assert {"data/raw", "data/features", "models/head.keras", "models/classifier.keras"} <= set(cached)
+    assert {"data/raw", "data/features", "models/head.keras", "models/finetuned", "models/classifier.keras"} <= set(
+        cached
+    )
     paths = cached + [f"{path}/inside" for path in cached]
     assert ignored(paths, tmp_path) == dict.fromkeys(paths, True)
 
 
 # data/source is `cache: false` but per machine: a link to this machine's archive, never committed (stages/source.py).
-# The fine-tuned model is neither cached nor tracked (finetune/dvc.yaml runs on demand; see its comment).
-UNCACHED_IGNORED = ["data/source", "models/finetuned.keras"]
+UNCACHED_IGNORED = ["data/source"]
 
 
 def test_per_machine_outputs_are_ignored(tmp_path):
@@ -254,7 +255,7 @@ def test_git_tracked_outputs_are_not_ignored_but_their_temporaries_are(tmp_path)
     assert ignored(UNCACHED_IGNORED, tmp_path) == dict.fromkeys(UNCACHED_IGNORED, True)
     # train's DVCLive folder and evaluate's files are written as temporary siblings first (atomic_output).
     temporaries = ["metrics/.train.tmp/metrics.json", "metrics/.test.json.tmp", "models/.head.keras.tmp.keras"]
-    temporaries += ["models/.finetuned.keras.tmp-resume/state.npz"]
+    temporaries += ["models/.finetuned.tmp-resume/state.npz"]
     assert ignored(temporaries, tmp_path) == dict.fromkeys(temporaries, True)
 
 
