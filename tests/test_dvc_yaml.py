@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,10 +139,32 @@ def test_pycache_is_ignored_by_dvc_so_folder_deps_do_not_change_when_python_runs
     assert "__pycache__/" in patterns
 
 
-def test_the_export_is_in_the_pipeline_dvc_repro_runs():
-    # A stage in a dvc.yaml that `dvc repro` does not run leaves `dvc status` listing it and `dvc checkout` failing
-    # on its outputs (tests/test_dvc_clean.py); the export is therefore in the top-level dvc.yaml.
-    assert "export" in yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+# Third-party packages whose version cannot change a stage's output bytes: the transport (an archive is checked by its
+# md5 and its format), progress bars, and the params file's reading and checking.
+BYTE_NEUTRAL = {"requests", "urllib3", "tqdm", "yaml", "pydantic"}
+
+
+def third_party_imports(module: str) -> set[str]:
+    """Top-level names of the installed packages the stage's code can import (neither the standard library nor the
+    project)."""
+    names = {name.split(".")[0] for path in executed_files(module) for name in imported_modules(path)}
+    return {n for n in names if n and n not in sys.stdlib_module_names and not module_files(n) and n != "__future__"}
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_a_stage_whose_bytes_the_pinned_packages_decide_depends_on_the_pins(name):
+    shaping = third_party_imports(stage_module(STAGES[name])) - BYTE_NEUTRAL
+    listed = "requirements.txt" in STAGES[name].get("deps", [])
+    assert listed == bool(shaping), (
+        f"dvc.yaml stage {name}: its code imports {sorted(shaping)}, so add requirements.txt to its deps"
+        if shaping
+        else f"dvc.yaml stage {name}: imports no package that decides its bytes; remove requirements.txt"
+    )
+
+
+def test_the_pins_check_sees_the_packages_a_stage_imports():
+    assert {"pandas", "sklearn"} <= third_party_imports("stages.split") - BYTE_NEUTRAL
+    assert third_party_imports("stages.source") - BYTE_NEUTRAL == set()
 
 
 def test_the_import_walk_sees_imports_inside_functions():
