@@ -20,7 +20,7 @@ import yaml
 from synthetic.repos import PIPELINE_FILES, ROOT
 from transfer.core import params
 
-# The pipeline's stages: those of every dvc.yaml in the project (finetune/dvc.yaml's run on demand).
+# The pipeline's stages: those of every dvc.yaml in the project (one, dvc.yaml: docs/experiments.md says why).
 PIPELINES = PIPELINE_FILES
 STAGES = {
     name: stage

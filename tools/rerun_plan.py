@@ -10,6 +10,7 @@ rate (the head, the split) are counted as the minute or so that a Python and Ker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -28,7 +29,8 @@ def stages_to_run(repo, target: str | None) -> list[str]:
     every = [stage_name(stage, root) for stage in repo.index.stages if getattr(stage, "cmd", None)]
     if not target:
         return every
-    chosen = {stage_name(stage, root) for stage in repo.stage.collect(target, with_deps=True)}
+    with contextlib.chdir(root):  # DVC reads a target relative to the working folder, as `dvc repro` in root does
+        chosen = {stage_name(stage, root) for stage in repo.stage.collect(target, with_deps=True)}
     return [name for name in every if name in chosen]
 
 
