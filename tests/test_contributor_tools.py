@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from synthetic.repos import ROOT
+from tests.test_ci_files import compiled_for
 
 BIN = Path(sys.executable).parent
 
@@ -69,7 +70,7 @@ def make_commands(target: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-@pytest.mark.parametrize("target", ["setup", "lint", "typecheck", "test"])
+@pytest.mark.parametrize("target", ["setup", "lint", "typecheck", "lock-check", "test"])
 def test_each_make_target_runs_what_ci_runs(target):
     commands = make_commands(target)
     assert commands and set(commands) <= ci_commands(), f"make {target}: {commands} differ from .ci/run"
@@ -80,7 +81,7 @@ def test_the_fast_and_verify_targets_run_the_documented_commands():
     assert make_commands("verify") == [".venv/bin/python -m tools.verify"]
     listed = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert [line.split("\t")[0] for line in listed.splitlines()] == [
-        "help", "setup", "lint", "format", "typecheck", "test-fast", "test", "verify"
+        "help", "setup", "lint", "format", "typecheck", "lock", "lock-check", "test-fast", "test", "verify"
     ]  # fmt: skip
 
 
@@ -96,7 +97,6 @@ def test_the_type_check_fails_on_a_type_error(tmp_path):
 
 def test_the_dev_container_is_the_locks_python_with_the_dvc_extension():
     container = json.loads((ROOT / ".devcontainer.json").read_text())
-    compiled_for = (ROOT / "requirements.in").read_text().split("--python-version ")[1].split()[0]
-    assert container["image"].endswith(f"python:{compiled_for}")
+    assert container["image"].endswith(f"python:{compiled_for()}")
     assert container["postCreateCommand"] == "sh setup.sh --dev"  # the README's test set-up
     assert "Iterative.dvc" in container["customizations"]["vscode"]["extensions"]
