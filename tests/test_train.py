@@ -1,6 +1,7 @@
 """The train stage: the tutorial's head, determinism, DVCLive logs, and the logistic head."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import keras
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 from stages.train import train
-from tests.helpers import SMALL_TRAIN
+from synthetic.repos import small_params, write_params
+from tests.helpers import SMALL_TRAIN, stage_command
 from transfer.core.errors import StageError
 from transfer.core.params import TrainParams
 from transfer.head.training import dense_head, fit_logistic
@@ -175,3 +177,17 @@ def test_a_head_too_big_for_the_memory_is_refused_naming_a_width_that_fits(featu
     assert 0 < width < 1_000_000 and memory.estimate(n_features, 4, width, 16) <= 2 * memory.GIB
     assert not (tmp_path / "head.keras").exists()
     run_train(feature_cache, tmp_path / "fits", hidden_units=width // 100)  # a width the message allows trains
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("shell_level", [None, "2"])  # unset, and the level a shell sets to quiet TensorFlow
+def test_a_train_run_writes_nothing_of_tensorflow_to_stderr(feature_cache, tmp_path, shell_level):
+    """No absl lines while TensorFlow loads, and no "E0000 ... NodeDef mentions attribute use_unbounded_threadpool"
+    from Keras' tf.data input while the head trains (shown at level 2 before the stage set its own)."""
+    write_params(tmp_path, small_params("file:///archive.zip", None, **{"train.epochs": 2}))
+    command, env = stage_command("train", feature_cache["features"], tmp_path / "head.keras", tmp_path / "live")
+    if shell_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = shell_level
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
