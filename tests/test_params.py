@@ -12,7 +12,7 @@ import yaml
 from synthetic.repos import ROOT
 from tests.helpers import run_stage
 from tools import params_doc
-from transfer.core import params
+from transfer.core import params, params_file
 from transfer.core.errors import StageError
 
 GOOD = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -41,12 +41,15 @@ def test_repository_params_are_valid_and_documented():
     assert documented == {f"{name}.{key}" for name, section in GOOD.items() for key in section}
 
 
-def test_yaml_booleans_in_a_name_list_get_a_quoting_hint():
-    # `exclude: [no, On]` parses as [False, True]: the user typed folder names.
-    raw = yaml.safe_load("exclude: [no, On]")
+def test_yaml_booleans_in_a_name_list_get_a_quoting_hint(tmp_path):
+    # Read as DVC reads params.yaml (YAML 1.2): `[true, no]` is [True, 'no'], and the user typed folder names.
+    path = tmp_path / "params.yaml"
+    path.write_text("exclude: [true, no]\n")
+    raw = params_file.read(path)
+    assert raw["exclude"] == [True, "no"]
     message = problem(with_value("data.exclude", raw["exclude"]))
-    assert "data.exclude" in message and "[False, True]" in message
-    assert "quote such names" in message and "['no', 'On']" in message
+    assert "data.exclude" in message and "[True, 'no']" in message
+    assert "quote such names" in message and "['true']" in message
 
 
 def test_a_params_file_that_is_not_utf8_is_a_clear_error(tmp_path):
