@@ -146,8 +146,8 @@ def test_pycache_is_ignored_by_dvc_so_folder_deps_do_not_change_when_python_runs
 
 
 # Third-party packages whose version cannot change a stage's output bytes: the transport (an archive is checked by its
-# md5 and its format), progress bars, and the params file's reading and checking.
-BYTE_NEUTRAL = {"requests", "urllib3", "tqdm", "yaml", "pydantic"}
+# md5 and its format), progress bars, and the params file's reading (ruamel, as DVC reads it) and checking.
+BYTE_NEUTRAL = {"requests", "urllib3", "tqdm", "yaml", "ruamel", "pydantic"}
 
 
 def third_party_imports(module: str) -> set[str]:
