@@ -91,8 +91,10 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 class FileServer:
-    def __init__(self, tls: bool = False) -> None:
+    def __init__(self, folder: Path | None = None, tls: bool = False) -> None:
+        """`folder`: also serve the files below it (read when first asked for), as a plain file server would."""
         self.routes: dict[str, Route] = {}
+        self.folder = folder
         self.closing = threading.Event()  # ends stalls at shutdown
         server = self
 
@@ -102,7 +104,7 @@ class FileServer:
 
             def do_GET(self):
                 path, _, query = self.path.partition("?")
-                route = server.routes.get(path)
+                route = server.routes.get(path) or server.from_folder(path)
                 if route is None:
                     self.send_error(404, "Not Found")
                     return
@@ -216,6 +218,15 @@ class FileServer:
             self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
             self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def from_folder(self, path: str) -> Route | None:
+        if self.folder is None or ".." in path.split("/"):
+            return None
+        file = self.folder / path.lstrip("/")
+        if not file.is_file():
+            return None
+        self.routes[path] = Route(body=file.read_bytes())
+        return self.routes[path]
 
     @property
     def base(self) -> str:
