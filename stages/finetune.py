@@ -90,7 +90,7 @@ def finetune(
     with ImageDecoder(features.image_size, min(config.batch_size, largest_part)) as dec:
         history = loop.fit(model, dec, data, config, checkpoint)
         files, labels, names = data["test"]
-        results = write_results(metrics_dir, labels, loop.predict(model, dec, files), classes, names)
+        results = write_results(metrics_dir, labels, loop.predict(model, dec, files), classes, names, images_dir)
     write_curves(Path(metrics_dir) / "train", history)
     classifier = build_classifier(head, features, classes, finetune_model.export_copy(extractor, features))
     with atomic_output(Path(model_path), suffix=".keras") as tmp:

@@ -29,7 +29,7 @@ def prepared(feature_cache, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("finetune")
     paths = {**feature_cache, "head": root / "head.keras"}
     train(paths["features"], paths["head"], root / "live", TrainParams(**{**SMALL_TRAIN, "epochs": 10}))
-    evaluate(paths["features"], paths["split"], paths["head"], root / "head_metrics")
+    evaluate(paths["features"], paths["split"], paths["images"], paths["head"], root / "head_metrics")
     return paths
 
 

@@ -209,7 +209,11 @@ FINETUNE_ARGS += ["metrics/finetune"]
         ("split", ["data/images", "data/split"], "data/images/cat/a.jpg"),
         ("features", ["data/images", "data/split", "data/features"], "data/images/cat/a.jpg"),
         ("train", ["data/features", "models/head.keras", "metrics/train"], "data/images/cat/a.jpg"),
-        ("evaluate", ["data/features", "data/split", "models/head.keras", "metrics"], "data/images/cat/a.jpg"),
+        (
+            "evaluate",
+            ["data/features", "data/split", "data/images", "models/head.keras", "metrics"],
+            "data/images/cat/a.jpg",
+        ),
         ("export", ["models/head.keras", "data/features", "models/classifier.keras"], "data/images/cat/a.jpg"),
         ("finetune", FINETUNE_ARGS, "data/images/cat/a.jpg"),
     ],

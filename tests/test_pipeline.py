@@ -78,6 +78,7 @@ def test_repro_runs_every_stage_and_writes_metrics(reproduced):
     assert (path / "data" / "raw" / "caltech-101.zip").is_file()
     for output in ("models/head.keras", "models/classifier.keras", "metrics/confusion_matrix.png"):
         assert (path / output).is_file()
+    assert (path / "metrics/top_losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.e2e
@@ -115,7 +116,7 @@ def test_metrics_and_plots_are_declared(reproduced):
     assert "errors" not in plots, plots["errors"]
     data = plots["data"]
     titles = {"Loss per epoch", "Accuracy per epoch", "Test confusion matrix", "metrics/confusion_matrix.png"}
-    titles |= {"Fine-tuning loss per epoch", "metrics/finetune/confusion_matrix.png"}
+    titles |= {"Fine-tuning loss per epoch", "metrics/finetune/confusion_matrix.png", "metrics/top_losses.png"}
     assert set(data) == titles
     epochs = read_params(path)["train"]["epochs"]
     for title in ("Loss per epoch", "Accuracy per epoch"):
@@ -177,7 +178,8 @@ def test_own_data_three_classes_of_pngs_at_the_top_level(tmp_path, server):
     # (the logistic head gets 1.0 on the same features); 30 epochs, as in small_params(), learn these classes.
     config = TrainParams(**{**SMALL_TRAIN, "epochs": 30})
     train(tmp_path / "features", tmp_path / "head.keras", tmp_path / "live", config)
-    metrics = evaluate(tmp_path / "features", tmp_path / "split", tmp_path / "head.keras", tmp_path / "metrics")
+    paths = [tmp_path / name for name in ("features", "split", "images", "head.keras", "metrics")]
+    metrics = evaluate(*paths)
     assert metrics["n_test"] == 9 and metrics["accuracy"] > 0.5  # chance is 1/3
 
 

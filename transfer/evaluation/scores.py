@@ -35,9 +35,13 @@ def per_class_rows(labels: np.ndarray, predicted: np.ndarray, classes: list[str]
     return [[name, precision[i], recall[i], f1[i], int(columns[3][i])] for i, name in enumerate(classes)]
 
 
-def write_results(metrics_dir: Path, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], paths) -> dict:
-    """test.json, per_class.csv, predictions.csv and confusion_matrix.png in metrics_dir, from the test images'
-    labels and class probabilities (rows summing to 1); the scores. The fine-tuning stage writes the same."""
+def write_results(
+    metrics_dir: Path, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], paths, images_dir: Path
+) -> dict:
+    """test.json, per_class.csv, predictions.csv, confusion_matrix.png and top_losses.png in metrics_dir, from the
+    test images' labels and class probabilities (rows summing to 1) and their paths under images_dir; the scores.
+    The fine-tuning stage writes the same."""
+    from transfer.evaluation.pictures import plot_top_losses
     from transfer.evaluation.plots import plot_confusion
 
     predicted = probabilities.argmax(axis=1)
@@ -56,6 +60,7 @@ def write_results(metrics_dir: Path, labels: np.ndarray, probabilities: np.ndarr
         zip(paths, names[labels].tolist(), names[predicted].tolist(), strict=True),
     )
     plot_confusion(labels, predicted, classes, metrics_dir / "confusion_matrix.png")
+    plot_top_losses(labels, probabilities, classes, paths, images_dir, metrics_dir / "top_losses.png")
     return results
 
 
