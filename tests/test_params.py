@@ -214,6 +214,7 @@ FINETUNE_ARGS += ["metrics/finetune"]
             ["data/features", "data/split", "data/images", "models/head.keras", "metrics"],
             "data/images/cat/a.jpg",
         ),
+        ("audit", ["data/features", "data/split", "data/images", "metrics/audit"], "data/images/cat/a.jpg"),
         ("export", ["models/head.keras", "data/features", "models/classifier.keras"], "data/images/cat/a.jpg"),
         ("finetune", FINETUNE_ARGS, "data/images/cat/a.jpg"),
     ],

@@ -26,7 +26,8 @@ from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, dvc, fetch, make_repo
 from transfer.core.params import FeaturesParams, TrainParams
 from transfer.features.cache import load_classes
 
-STAGES = ["source", "download", "extract", "split", "features", "train", "evaluate", "export"]
+STAGES = ["source", "download", "extract", "split", "features", "train", "evaluate", "audit", "export"]
+AUDIT_OUTPUTS = ["duplicates.csv", "label_issues.csv", "summary.json", "duplicates.png", "label_issues.png"]
 
 
 @dataclass
@@ -79,6 +80,10 @@ def test_repro_runs_every_stage_and_writes_metrics(reproduced):
     for output in ("models/head.keras", "models/classifier.keras", "metrics/confusion_matrix.png"):
         assert (path / output).is_file()
     assert (path / "metrics/top_losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The data audit ran beside train (tests/test_audit.py checks what it finds): every image, every output.
+    audit = json.loads((path / "metrics/audit/summary.json").read_text())
+    assert audit["images"] == sum(data["images_per_class"].values()) and audit["label_issues"]["checked_classes"] == 5
+    assert sorted(p.name for p in (path / "metrics/audit").iterdir()) == sorted(AUDIT_OUTPUTS)
 
 
 @pytest.mark.e2e
@@ -107,6 +112,9 @@ def test_metrics_and_plots_are_declared(reproduced):
     (workspace,) = shown.values()
     assert workspace["data"]["metrics/test.json"]["data"] == json.loads((path / "metrics/test.json").read_text())
     assert "metrics/train/metrics.json" in workspace["data"]
+    audit = json.loads((path / "metrics/audit/summary.json").read_text())
+    shown = {key: value for key, value in audit.items() if value != {}}  # DVC leaves out an empty per_class
+    assert workspace["data"]["metrics/audit/summary.json"]["data"] == shown
     # The fine-tuned model's test metrics beside the head's, with the same keys (finetune/dvc.yaml ran too).
     finetuned = workspace["data"]["metrics/finetune/test.json"]["data"]
     assert set(finetuned) == set(workspace["data"]["metrics/test.json"]["data"])
@@ -117,6 +125,7 @@ def test_metrics_and_plots_are_declared(reproduced):
     data = plots["data"]
     titles = {"Loss per epoch", "Accuracy per epoch", "Test confusion matrix", "metrics/confusion_matrix.png"}
     titles |= {"Fine-tuning loss per epoch", "metrics/finetune/confusion_matrix.png", "metrics/top_losses.png"}
+    titles |= {"metrics/audit/label_issues.png", "metrics/audit/duplicates.png"}
     assert set(data) == titles
     epochs = read_params(path)["train"]["epochs"]
     for title in ("Loss per epoch", "Accuracy per epoch"):

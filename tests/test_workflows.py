@@ -121,7 +121,7 @@ def test_second_repro_runs_nothing_and_status_is_clean_with_the_server_gone(runs
     # Checked by reproduce() right after the first run: status clean, second repro ran nothing, same dvc.lock.
     assert runs.report.problems == []
     # The gate runs every pipeline (`dvc repro --all-pipelines`), the on-demand fine-tuning after the rest.
-    default = ["source", "download", "extract", "split", "features", *HEAD_STAGES, EXPORT]
+    default = ["source", "download", "extract", "split", "features", *HEAD_STAGES, "audit", EXPORT]
     assert runs.report.stages == [*default, "finetune/dvc.yaml:finetune"]
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(runs.url, timeout=5)  # the network source is really gone
