@@ -203,6 +203,30 @@ def test_pairs_across_the_split_come_first_then_the_closest():
     assert table.distance_ratio.tolist() == [0.2, 0.3, 0.1] and table.class_b.tolist() == ["dog", "dog", "cat"]
 
 
+def test_the_stage_imports_no_deep_learning_framework():
+    from tests.test_dvc_yaml import executed_files, imported_modules
+
+    imported = {name.split(".")[0] for path in executed_files("stages.audit") for name in imported_modules(path)}
+    assert {"sklearn", "cleanlab"} <= imported and not imported & {"keras", "tensorflow", "jax", "torch"}
+
+
+def test_missing_or_mismatched_features_name_the_file_and_the_fix(planted, tmp_path):
+    import shutil
+
+    features = shutil.copytree(planted["features"], tmp_path / "features")
+    (features / "val" / "labels.npy").unlink()
+    with pytest.raises(StageError, match=r"val/labels\.npy not found; run `dvc repro features`"):
+        audit(features, planted["split"], planted["images"], tmp_path / "audit", CONFIG)
+    (features / "test" / "features.npy").unlink()
+    with pytest.raises(StageError, match=r"test/features\.npy not found; run `dvc repro features` first"):
+        audit(features, planted["split"], planted["images"], tmp_path / "audit", CONFIG)
+    split = shutil.copytree(planted["split"], tmp_path / "split")
+    (split / "train.csv").write_text("path,label\n", encoding="utf-8")
+    with pytest.raises(StageError, match=r"train\.csv lists 0 images, .*features\.npy has \d+ rows; rerun"):
+        audit(planted["features"], split, planted["images"], tmp_path / "audit", CONFIG)
+    assert not (tmp_path / "audit").exists()
+
+
 def test_bad_audit_params_are_refused_before_any_work(tmp_path, monkeypatch):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["audit"].update(duplicate_ratio=1.5, folds=1, max_rows=0)

@@ -52,6 +52,9 @@ def load_images(features_dir: Path, split_dir: Path) -> Images:
             )
         paths += manifest["path"].tolist()
         parts += [part] * len(manifest)
-        labels.append(np.load(Path(features_dir) / part / "labels.npy"))
+        try:
+            labels.append(np.load(Path(features_dir) / part / "labels.npy"))
+        except FileNotFoundError:
+            raise StageError(f"{features_dir}/{part}/labels.npy not found; run `dvc repro features`") from None
     features = np.concatenate([np.asarray(array, dtype=np.float32) for array in arrays.values()])
     return Images(features, np.concatenate(labels).astype(np.int64), classes, paths, np.array(parts))
