@@ -1,8 +1,8 @@
-# One command per everyday task: `make help` lists them. CI runs .ci/run (set-up, lint, types, all tests, the
-# reproducibility check) from a fresh .venv; these run in the .venv that `make setup` makes.
+# One command per everyday task: `make help` lists them. CI runs .ci/run (set-up, lint, types, the lock check, all
+# tests, the reproducibility check) from a fresh .venv; these run in the .venv that `make setup` makes.
 BIN := .venv/bin
 
-.PHONY: help setup lint format typecheck test-fast test verify
+.PHONY: help setup lint format typecheck lock lock-check test-fast test verify
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed -E 's/:.*## /\t/'
@@ -20,6 +20,12 @@ format:  ## apply ruff's fixes and formatting
 
 typecheck:  ## mypy over transfer/ and stages/ (configured in pyproject.toml)
 	$(BIN)/mypy
+
+lock:  ## recompile requirements*.txt from pyproject.toml's dependencies, keeping every pin it allows (uv)
+	$(BIN)/python .ci/locks.py
+
+lock-check:  ## are requirements*.txt what pyproject.toml compiles to? (uv, in a temporary folder)
+	$(BIN)/python .ci/locks.py --check
 
 test-fast:  ## the tests without dvc and subprocess runs (about 2.5 minutes on 2 cores)
 	$(BIN)/python -m pytest -m "not e2e"

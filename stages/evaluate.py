@@ -6,7 +6,7 @@ macro_f1 and n_test, so `dvc metrics diff` compares runs across commits. metrics
 metrics/top_losses.png shows the test images with the highest loss (from data/images), as fastai's plot_top_losses.
 
 Every experiment runs this stage, so it does not import Keras on TensorFlow, whose start-up took longer than the
-evaluation itself: the head's forward pass is NumPy (transfer/head/numpy_forward.py, checked against Keras in
+evaluation itself: the head's forward pass is NumPy (transfer/evaluation/numpy_forward.py, checked against Keras in
 tests/test_evaluate.py); the metrics are scikit-learn's.
 """
 
@@ -14,29 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from transfer.core import cli, params
-from transfer.core.errors import StageError
-from transfer.core.manifests import read_manifest
-from transfer.evaluation.scores import summary, write_results
-from transfer.features.cache import load_classes, load_part
-from transfer.head.numpy_forward import predict
+from transfer.evaluation.scores import score_head, summary
 
 
 def evaluate(features_dir: Path, split_dir: Path, images_dir: Path, model_path: Path, metrics_dir: Path) -> dict:
-    if not Path(model_path).is_file():
-        raise StageError(f"{model_path} not found; run `dvc repro train` first")
-    classes = load_classes(features_dir)
-    features, labels = load_part(features_dir, "test")
-    probabilities = np.asarray(predict(model_path, features), dtype=np.float64)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax sums drift from 1
-    paths = read_manifest(split_dir, "test")["path"].tolist()
-    if len(paths) != len(labels):
-        raise StageError(
-            f"{split_dir}/test.csv lists {len(paths)} images, the cached features {len(labels)}; rerun `dvc repro`"
-        )
-    results = write_results(metrics_dir, labels, probabilities, classes, paths, images_dir)
+    results = score_head(features_dir, split_dir, model_path, metrics_dir, images_dir)
     print(summary("evaluate", results))
     return results
 

@@ -43,7 +43,7 @@ _NOT_PIPELINES = {"data", "models", "metrics", "benchmarks", "tests", "synthetic
 
 def pipeline_files(root: Path = ROOT) -> tuple[str, ...]:
     """Every dvc.yaml of the project (POSIX paths relative to root), the top-level one first: what `dvc status`
-    and `dvc checkout` look at, so what the project's checks cover (an added finetune/dvc.yaml included)."""
+    and `dvc checkout` look at, so what the project's checks cover (a dvc.yaml added in a sub-folder included)."""
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_PIPELINES and "egg-info" not in d)
@@ -59,8 +59,7 @@ md5_of = file_md5  # the name the tests and checks use
 
 
 def dvc_status(repo: Path, *targets: str) -> dict:
-    """`dvc status --json` as a dict, {} when clean; targets such as "dvc.yaml" (the pipeline `dvc repro` runs)
-    leave out the on-demand pipelines, which DVC lists until they have run in this checkout (docs/experiments.md)."""
+    """`dvc status --json` (of targets, e.g. "train", when given) as a dict, {} when clean."""
     text = dvc(repo, "status", "--json", *targets).stdout.strip()
     return json.loads(text[text.index("{") :])
 
@@ -75,7 +74,7 @@ def small_params(url: str, md5: str | None, **overrides) -> dict:
     params["features"].update(weights=None, image_size=32, batch_size=32)
     # Enough steps for the small head to learn the generated classes well above chance.
     params["train"].update(epochs=30, batch_size=16, learning_rate=0.003, hidden_units=128)
-    params["finetune"].update(epochs=2, batch_size=8)
+    params["finetune"].update(batch_size=8)  # epochs as params.yaml has it: 0, no fine-tuning
     for key, value in overrides.items():
         section, name = key.split(".")
         params[section][name] = value
@@ -144,7 +143,7 @@ def commit_all(repo: Path, message: str) -> None:
 
 def stage_names(repo: Path, all_pipelines: bool = False) -> list[str]:
     """The stages dvc.yaml declares, in file order (all_pipelines: then every other dvc.yaml's, as DVC names them:
-    'finetune/dvc.yaml:finetune')."""
+    'sub/dvc.yaml:stage')."""
     names = []
     for pipeline in pipeline_files(Path(repo)) if all_pipelines else ("dvc.yaml",):
         stages = yaml.safe_load((Path(repo) / pipeline).read_text(encoding="utf-8"))["stages"]

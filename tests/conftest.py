@@ -1,16 +1,53 @@
-"""Shared fixtures: generated archives, a local HTTP server, and features cached once per session.
+"""Shared fixtures: generated archives, a local HTTP server, features cached once per session, and the session's
+one reproduced repository (tests/reproduced.py).
 
+The controller process (the only process with `-n 0`) makes a folder that every pytest-xdist worker shares and
+serves it over HTTP for the whole session; the workers learn both from it (pytest_configure_node).
 Helpers the tests call (running dvc or a stage, the small configurations) are in tests/helpers.py."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from synthetic.datasets import make_archive
+from tests import reproduced as reproduced_repository
 from tests.helpers import SMALL_FEATURES
 from tests.http_server import FileServer
+
+
+def pytest_configure(config) -> None:
+    if hasattr(config, "workerinput"):  # a worker: the controller's shared folder and server
+        config.shared = json.loads(config.workerinput["shared"])
+        return
+    folder = Path(tempfile.mkdtemp(prefix="pytest-shared-"))
+    (folder / "served").mkdir()
+    server = FileServer(folder=folder / "served").__enter__()
+    config.shared = {"folder": str(folder), "base": server.base}
+    config.shared_server = server
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist, in the controller: hand each worker the shared folder and the server's address."""
+    node.workerinput["shared"] = json.dumps(node.config.shared)
+
+
+def pytest_unconfigure(config) -> None:
+    server = getattr(config, "shared_server", None)
+    if server is not None:
+        server.__exit__(None, None, None)
+        shutil.rmtree(config.shared["folder"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def reproduced(pytestconfig) -> reproduced_repository.Reproduced:
+    """The README's first run, made once per session: read its files, copy() it to run anything."""
+    return reproduced_repository.shared(Path(pytestconfig.shared["folder"]), pytestconfig.shared["base"])
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +91,21 @@ def feature_cache(tmp_path_factory) -> dict[str, Path]:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Files with end-to-end tests first. pytest-xdist hands each worker whole files in this order, so the long
-    files start at once and the short ones fill the gaps, rather than one long file running alone at the end."""
-    slow_files = {item.path for item in items if item.get_closest_marker("e2e")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept
+    files start at once and the short ones fill the gaps, rather than one long file running alone at the end.
+    The first file that needs the session's reproduced repository leads (its worker builds it) and the other e2e
+    files follow it, so that the second worker runs them meanwhile rather than waiting for the same build."""
+    slow = {item.path for item in items if item.get_closest_marker("e2e")}
+    ordered = [item.path for item in items if "reproduced" in item.fixturenames]
+    first, needs_repository = (ordered[0] if ordered else None), set(ordered)
+
+    def rank(item) -> int:
+        if item.path == first:
+            return 0
+        if item.path in slow and item.path not in needs_repository:
+            return 1
+        return 2 if item.path in slow else 3
+
+    items.sort(key=rank)  # stable: each file's own order is kept
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

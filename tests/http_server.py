@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass
@@ -50,8 +51,10 @@ class Route:
 
 
 class FileServer:
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
+        """`folder`: also serve the files below it (read when first asked for), as a plain file server would."""
         self.routes: dict[str, Route] = {}
+        self.folder = folder
         self.closing = threading.Event()  # ends stalls at shutdown
         server = self
 
@@ -61,7 +64,7 @@ class FileServer:
 
             def do_GET(self):
                 path, _, query = self.path.partition("?")
-                route = server.routes.get(path)
+                route = server.routes.get(path) or server.from_folder(path)
                 if route is None:
                     self.send_error(404, "Not Found")
                     return
@@ -160,6 +163,15 @@ class FileServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def from_folder(self, path: str) -> Route | None:
+        if self.folder is None or ".." in path.split("/"):
+            return None
+        file = self.folder / path.lstrip("/")
+        if not file.is_file():
+            return None
+        self.routes[path] = Route(body=file.read_bytes())
+        return self.routes[path]
 
     @property
     def base(self) -> str:

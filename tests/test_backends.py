@@ -1,5 +1,8 @@
-"""features.backend: the same weights file gives the same features on TensorFlow and JAX, each repeatable."""
+"""features.backend: the same weights file gives the same features on TensorFlow and JAX, each repeatable; choosing a
+backend (transfer/core/devices.py) fails clearly and hides TensorFlow's start-up log, not a crash."""
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -92,6 +95,28 @@ def test_a_backend_that_is_not_installed_is_a_clear_error():
     assert result.returncode == 1
     assert result.stderr.startswith("error: the torch backend is not installed")
     assert "features.backend: tensorflow" in result.stderr and "Traceback" not in result.stderr
+
+
+# A stand-in for Keras whose import does what TensorFlow's libraries can do while they load: log an absl INFO line,
+# then write from C to file descriptor 2 and abort (TensorFlow on a CPU without AVX).
+CRASHING_KERAS = """
+import ctypes, os
+libc = ctypes.CDLL(None)
+for line in (b"I0000 00:00:1796619171.658286   23462 port.cc:153] oneDNN custom operations are on.\\n",
+             b"The TensorFlow library was compiled to use AVX instructions, but these aren't available.\\n"):
+    libc.write(2, line, len(line))
+os.abort()
+"""
+
+
+def test_a_native_crash_while_keras_loads_is_shown_and_the_start_up_log_is_not(tmp_path):
+    (tmp_path / "keras").mkdir()
+    (tmp_path / "keras" / "__init__.py").write_text(CRASHING_KERAS)
+    env = {**subprocess_env(), "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    code = "from transfer.core import devices\ndevices.use('tensorflow')\n"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGABRT, result.stderr
+    assert result.stderr == "The TensorFlow library was compiled to use AVX instructions, but these aren't available.\n"
 
 
 def test_a_driver_without_a_visible_gpu_is_warned_about(monkeypatch, capsys):

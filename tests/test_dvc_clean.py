@@ -1,12 +1,11 @@
-"""The README's commands, end to end, leave DVC telling the truth: after `dvc repro`, `dvc status` reports nothing but
-the on-demand fine-tuning not yet run; `dvc checkout`, `dvc pull` in a clone at another path and `git checkout`
-with DVC's hooks succeed, a head experiment stores only the head, and `python -m tools.verify` passes, then fails on
-a pin change.
+"""The README's commands, end to end, leave DVC telling the truth. After each of them, in the checkout and in a clone at
+another path, plain `dvc status` says "Data and pipelines are up to date." and `dvc checkout`, `dvc pull` and
+`git checkout` with DVC's hooks exit 0: after `dvc repro`; after a fine-tuning experiment (and `dvc push`); after a
+head experiment kept with `dvc exp apply` and `dvc repro`; in a clone after `dvc pull` and the one `dvc repro` that
+makes its data/source, which reruns nothing else. A head experiment stores only the head; `python -m tools.verify`
+passes, then fails on a pin change.
 
-Every dvc.yaml of the project is covered without naming it (synthetic.repos.pipeline_files): a pipeline that
-`dvc repro` does not run must have only uncached outputs, or `dvc checkout` would fail on them (docs/experiments.md,
-"Pipelines on demand"). One module fixture pays for the one full `dvc repro`; tests/test_pipeline.py runs
-finetune/dvc.yaml after it and checks that `dvc status` is then empty.
+All on the session's reproduced repository (tests/reproduced.py): each test works in a copy or a clone of it.
 """
 
 from __future__ import annotations
@@ -15,27 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from synthetic.datasets import make_archive
-from synthetic.repos import (
-    clone,
-    commit_all,
-    copy_pipeline,
-    dvc,
-    dvc_status,
-    git,
-    make_repo,
-    md5_of,
-    pipeline_files,
-    run,
-    small_params,
-    stage_names,
-    stages_run,
-)
-from tests.http_server import FileServer
+from synthetic.repos import clone, commit_all, dvc, git, md5_of, run, stages_run
 
 pytestmark = pytest.mark.e2e
+
+CLEAN = "Data and pipelines are up to date."
 
 
 def output(result) -> str:
@@ -50,94 +34,77 @@ def verify(repo: Path, *args: str):
     return run(repo, sys.executable, "-m", "tools.verify", *args, check=False)
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """The README's first run: `dvc repro`, then commit and `dvc push` (the server is gone afterwards)."""
-    root = tmp_path_factory.mktemp("clean")
-    archive = root / "101_ObjectCategories.tar.gz"
-    make_archive(archive, layout="legacy", n_classes=3, per_class=8, size=32)
-    with FileServer() as server:
-        url = server.add("/files/101_ObjectCategories.tar.gz", archive.read_bytes())
-        repo = make_repo(root / "repo", small_params(url, md5_of(archive)), source=copy_pipeline(root / "pipeline"))
-        first = dvc(repo, "repro")
-    assert set(stages_run(output(first))) == set(stage_names(repo))
-    dvc(repo, "remote", "add", "-d", "storage", str(root / "remote"))
-    commit_all(repo, "the first run")
-    dvc(repo, "push")
-    return repo
+def assert_clean(repo: Path) -> None:
+    """Plain `dvc status` (every stage of the pipeline) is clean and `dvc checkout` has nothing to fail on."""
+    status = dvc(repo, "status", check=False)
+    assert status.returncode == 0 and CLEAN in status.stdout, output(status)
+    checkout = dvc(repo, "checkout", check=False)
+    assert checkout.returncode == 0 and "failed" not in output(checkout).lower(), output(checkout)
 
 
-def on_demand_stages(repo: Path) -> dict[str, dict]:
-    """The stages of every dvc.yaml but the top-level one (run on demand), as DVC names them, with their entries."""
-    found = {}
-    for pipeline in pipeline_files(repo)[1:]:
-        for name, stage in yaml.safe_load((repo / pipeline).read_text())["stages"].items():
-            found[f"{pipeline}:{name}"] = stage
-    return found
-
-
-def test_after_dvc_repro_status_reports_only_the_on_demand_stages_never_run(repo):
-    """`dvc status` is clean for what `dvc repro` runs; an on-demand stage (finetune/dvc.yaml) that was never run is
-    listed, truthfully, as not run: its outputs deleted, and its deps "modified" only because it has no lock yet.
-    Its outputs are all `cache: false`, so that `dvc checkout`, `dvc pull` and the git hooks have nothing to fail on
-    (docs/experiments.md, "Pipelines on demand")."""
-    assert pipeline_files(repo)[0] == "dvc.yaml"
-    on_demand = on_demand_stages(repo)
-    assert set(dvc_status(repo)) == set(on_demand)
-    for name, changes in dvc_status(repo).items():
-        deleted = {path for change in changes for path, state in change.get("changed outs", {}).items()}
-        declared = [next(iter(out)) if isinstance(out, dict) else out for out in on_demand[name]["outs"]]
-        assert deleted == set(declared), name
-        uncached = [
-            isinstance(out, dict) and next(iter(out.values())).get("cache") is False for out in on_demand[name]["outs"]
-        ]
-        assert all(uncached), name
-    assert not (repo / "finetune" / "dvc.lock").exists()
-    assert stages_run(output(dvc(repo, "repro"))) == []
-    assert "Data and pipelines are up to date." in dvc(repo, "status", "dvc.yaml").stdout
-
-
-def test_dvc_checkout_and_git_checkout_with_dvc_hooks_succeed(repo, tmp_path):
-    result = dvc(repo, "checkout", check=False)
-    assert result.returncode == 0 and "failed" not in output(result).lower(), output(result)
-    work = clone(repo, tmp_path / "hooks")
-    dvc(work, "pull")
-    dvc(work, "install")  # post-checkout runs `dvc checkout`
-    git(work, "checkout", "-q", "-b", "other")
-    (work / "notes.txt").write_text("a branch\n")
-    commit_all(work, "a branch")
-    for branch in ("main", "other", "main"):
-        switched = git(work, "checkout", branch, check=False)
-        assert switched.returncode == 0 and "ERROR" not in output(switched), output(switched)
-
-
-def test_a_clone_at_another_path_pulls_and_reruns_nothing_that_was_pulled(repo, tmp_path):
-    (tmp_path / "elsewhere").mkdir()
-    other = clone(repo, tmp_path / "elsewhere" / "clone")
+def assert_a_clone_elsewhere_is_clean(repo: Path, tmp_path: Path) -> Path:
+    """`git clone` at another path, `dvc pull`, the one `dvc repro` that makes data/source; then clean, and git
+    checkouts with DVC's hooks back and forth."""
+    (tmp_path / "elsewhere" / "deeper").mkdir(parents=True)
+    other = clone(repo, tmp_path / "elsewhere" / "deeper" / "clone")
     pulled = dvc(other, "pull", check=False)
     assert pulled.returncode == 0, output(pulled)
-    assert dvc(other, "status", check=False).returncode == 0
-    rerun = dvc(other, "repro")
-    assert stages_run(output(rerun)) == ["source"]  # data/source is made per machine; the rest was pulled
-    assert set(dvc_status(other)) == set(on_demand_stages(other))
-    assert dvc(other, "checkout", check=False).returncode == 0
-    for path in ("models/head.keras", "models/classifier.keras"):
+    assert stages_run(output(dvc(other, "repro"))) == ["source"]  # data/source is per machine; the rest was pulled
+    assert_clean(other)
+    dvc(other, "install")  # post-checkout runs `dvc checkout`
+    git(other, "checkout", "-q", "-b", "other")
+    (other / "notes.txt").write_text("a branch\n")
+    commit_all(other, "a branch")
+    for branch in ("main", "other", "main"):
+        switched = git(other, "checkout", branch, check=False)
+        assert switched.returncode == 0 and "ERROR" not in output(switched), output(switched)
+    assert_clean(other)
+    return other
+
+
+def test_after_dvc_repro_status_is_clean_here_and_in_a_clone_elsewhere(reproduced, tmp_path):
+    repo = reproduced.copy(tmp_path / "repo")
+    assert stages_run(output(dvc(repo, "repro"))) == []
+    assert_clean(repo)
+    other = assert_a_clone_elsewhere_is_clean(repo, tmp_path)
+    for path in ("models/head.keras", "models/finetuned/summary.json", "models/classifier.keras"):
         assert md5_of(other / path) == md5_of(repo / path)
 
 
-def test_a_head_experiment_stores_only_the_head_and_leaves_checkout_working(repo, tmp_path):
-    work = clone(repo, tmp_path / "exp")
-    dvc(work, "pull")
-    dvc(work, "repro")  # data/source, per machine
-    before = cache_bytes(work)
-    result = dvc(work, "exp", "run", "evaluate", "-S", "train.dropout=0.3")  # the README's head experiment
+def test_after_a_fine_tuning_experiment_and_push_a_clone_pulls_the_fine_tuned_classifier(reproduced, tmp_path):
+    repo = reproduced.copy(tmp_path / "repo")
+    dvc(repo, "remote", "modify", "storage", "url", str(tmp_path / "remote"))  # not the session's shared remote
+    commit_all(repo, "own remote")
+    ran = dvc(repo, "exp", "run", "-S", "finetune.epochs=1")
+    assert stages_run(output(ran)) == ["finetune", "export"]  # the features are cached: the head is not retrained
+    assert (repo / "models/finetuned/weights.npz").is_file()
+    assert_clean(repo)
+    commit_all(repo, "fine-tuned")
+    dvc(repo, "push")
+    other = assert_a_clone_elsewhere_is_clean(repo, tmp_path)
+    assert md5_of(other / "models/classifier.keras") == md5_of(repo / "models/classifier.keras")
+    image = sorted((other / "data/images").rglob("*.jpg"))[0]
+    predicted = run(other, sys.executable, "-m", "transfer.artifacts.predict", str(image))
+    assert predicted.stdout.splitlines()[0] == str(image)
+
+
+def test_after_a_head_experiment_kept_with_exp_apply_and_repro_status_is_clean(reproduced, tmp_path):
+    repo = reproduced.copy(tmp_path / "repo")
+    before = cache_bytes(repo)
+    result = dvc(repo, "exp", "run", "evaluate", "-S", "train.dropout=0.3")  # the README's head experiment
     assert stages_run(output(result)) == ["train", "evaluate"]
-    assert 0 < cache_bytes(work) - before <= (work / "models/head.keras").stat().st_size
-    assert dvc(work, "checkout", check=False).returncode == 0
+    assert 0 < cache_bytes(repo) - before <= (repo / "models/head.keras").stat().st_size
+    git(repo, "checkout", "-q", "--", ".")  # back to the baseline, as after `dvc exp run --queue`
+    dvc(repo, "checkout", "--force")
+    name = dvc(repo, "exp", "list", "--name-only").stdout.split()[0]
+    dvc(repo, "exp", "apply", name)
+    kept = dvc(repo, "repro")  # the README's `dvc exp apply <exp> && dvc repro`
+    assert stages_run(output(kept)) == ["finetune", "export"]
+    assert_clean(repo)
 
 
-def test_verify_passes_on_the_run_and_fails_on_a_pin_change(repo, tmp_path):
-    work = clone(repo, tmp_path / "pins")
+def test_verify_passes_on_the_run_and_fails_on_a_pin_change(reproduced, tmp_path):
+    work = clone(reproduced.path, tmp_path / "pins")
     passed = verify(work)
     assert passed.returncode == 0, output(passed)
     requirements = work / "requirements.txt"

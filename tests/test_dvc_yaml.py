@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import yaml
 from synthetic.repos import PIPELINE_FILES, ROOT
 from transfer.core import params
 
-# The pipeline's stages: those of every dvc.yaml in the project (finetune/dvc.yaml's run on demand).
+# The pipeline's stages: those of every dvc.yaml in the project (one, dvc.yaml: docs/experiments.md says why).
 PIPELINES = PIPELINE_FILES
 STAGES = {
     name: stage
@@ -82,9 +83,12 @@ def relative(paths) -> set[str]:
     return {Path(p).relative_to(ROOT).as_posix() for p in paths}
 
 
-# Stages whose needless rerun costs minutes (the download, the backbone over every image): their code deps may
-# cover only code they execute, so an edit elsewhere in a folder never reruns them.
-EXPENSIVE = {"download", "features"}
+# Stages whose needless rerun costs minutes (the backbone over every image): their code deps may cover only code
+# they execute, so an edit elsewhere in a folder never reruns them.
+EXPENSIVE = {"features"}
+# Stages whose output is identified by its bytes, not by the code that made it: the downloaded archive is checked
+# by its md5 and as a whole archive, so only the stage's own module is a dependency (docs/development.md).
+BYTES_IDENTIFIED = {"download"}
 CODE_ROOTS = ("stages", "transfer")
 
 
@@ -111,6 +115,9 @@ def test_stage_code_deps_cover_what_it_executes_and_each_entry_is_used(name):
     executed = {p for p in relative(executed_files(stage_module(stage))) if not inert(ROOT / p)}
     declared = {entry: covered_by(entry) for entry in code_deps(stage)}
     covered = set().union(*declared.values())
+    if name in BYTES_IDENTIFIED:
+        assert list(declared) == [f"stages/{name}.py"], f"dvc.yaml stage {name}: list its module alone as code"
+        return
     assert executed <= covered, f"dvc.yaml stage {name}: add to deps {sorted(executed - covered)}"
     unused = [entry for entry, files in declared.items() if not files & executed]
     assert not unused, f"dvc.yaml stage {name}: remove from deps {unused} (nothing there is executed)"
@@ -138,10 +145,32 @@ def test_pycache_is_ignored_by_dvc_so_folder_deps_do_not_change_when_python_runs
     assert "__pycache__/" in patterns
 
 
-def test_the_export_is_in_the_pipeline_dvc_repro_runs():
-    # A stage in a dvc.yaml that `dvc repro` does not run leaves `dvc status` listing it and `dvc checkout` failing
-    # on its outputs (tests/test_dvc_clean.py); the export is therefore in the top-level dvc.yaml.
-    assert "export" in yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+# Third-party packages whose version cannot change a stage's output bytes: the transport (an archive is checked by its
+# md5 and its format), progress bars, and the params file's reading (ruamel, as DVC reads it) and checking.
+BYTE_NEUTRAL = {"requests", "urllib3", "tqdm", "yaml", "ruamel", "pydantic"}
+
+
+def third_party_imports(module: str) -> set[str]:
+    """Top-level names of the installed packages the stage's code can import (neither the standard library nor the
+    project)."""
+    names = {name.split(".")[0] for path in executed_files(module) for name in imported_modules(path)}
+    return {n for n in names if n and n not in sys.stdlib_module_names and not module_files(n) and n != "__future__"}
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_a_stage_whose_bytes_the_pinned_packages_decide_depends_on_the_pins(name):
+    shaping = third_party_imports(stage_module(STAGES[name])) - BYTE_NEUTRAL
+    listed = "requirements.txt" in STAGES[name].get("deps", [])
+    assert listed == bool(shaping), (
+        f"dvc.yaml stage {name}: its code imports {sorted(shaping)}, so add requirements.txt to its deps"
+        if shaping
+        else f"dvc.yaml stage {name}: imports no package that decides its bytes; remove requirements.txt"
+    )
+
+
+def test_the_pins_check_sees_the_packages_a_stage_imports():
+    assert {"pandas", "sklearn"} <= third_party_imports("stages.split") - BYTE_NEUTRAL
+    assert third_party_imports("stages.source") - BYTE_NEUTRAL == set()
 
 
 def test_the_import_walk_sees_imports_inside_functions():
@@ -231,14 +260,15 @@ def ignored(paths: list[str], tmp_path: Path) -> dict[str, bool]:
 
 def test_every_cached_output_is_ignored_by_the_committed_gitignore(tmp_path):
     cached = outputs(cached=True)
-    assert {"data/raw", "data/features", "models/head.keras", "models/classifier.keras"} <= set(cached)
+    assert {"data/raw", "data/features", "models/head.keras", "models/finetuned", "models/classifier.keras"} <= set(
+        cached
+    )
     paths = cached + [f"{path}/inside" for path in cached]
     assert ignored(paths, tmp_path) == dict.fromkeys(paths, True)
 
 
 # data/source is `cache: false` but per machine: a link to this machine's archive, never committed (stages/source.py).
-# The fine-tuned model is neither cached nor tracked (finetune/dvc.yaml runs on demand; see its comment).
-UNCACHED_IGNORED = ["data/source", "models/finetuned.keras"]
+UNCACHED_IGNORED = ["data/source"]
 
 
 def test_per_machine_outputs_are_ignored(tmp_path):
@@ -254,7 +284,7 @@ def test_git_tracked_outputs_are_not_ignored_but_their_temporaries_are(tmp_path)
     assert ignored(UNCACHED_IGNORED, tmp_path) == dict.fromkeys(UNCACHED_IGNORED, True)
     # train's DVCLive folder and evaluate's files are written as temporary siblings first (atomic_output).
     temporaries = ["metrics/.train.tmp/metrics.json", "metrics/.test.json.tmp", "models/.head.keras.tmp.keras"]
-    temporaries += ["models/.finetuned.keras.tmp-resume/state.npz"]
+    temporaries += ["models/.finetuned.tmp-resume/state.npz"]
     assert ignored(temporaries, tmp_path) == dict.fromkeys(temporaries, True)
 
 

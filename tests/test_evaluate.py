@@ -121,7 +121,7 @@ def test_numpy_forward_pass_equals_keras_on_saved_heads(golden_run, tmp_path_fac
     import keras
 
     from tests.head_golden import write_feature_cache
-    from transfer.head.numpy_forward import predict
+    from transfer.evaluation.numpy_forward import predict
 
     root = tmp_path_factory.mktemp(f"forward_{head}")
     cache = write_feature_cache(root)
@@ -135,7 +135,7 @@ def test_numpy_forward_pass_equals_keras_on_saved_heads(golden_run, tmp_path_fac
 def test_a_head_with_an_unknown_layer_is_an_error_naming_the_file(tmp_path):
     import keras
 
-    from transfer.head.numpy_forward import predict
+    from transfer.evaluation.numpy_forward import predict
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.LayerNormalization(), keras.layers.Dense(2)])
     model.save(tmp_path / "odd.keras")

@@ -1,70 +1,136 @@
-"""Fine-tuning (stages/finetune.py) at 32 px: the warm start, what trains and what stays frozen, determinism and
-resuming. On the suite's resnet50 at 32 px (random init): the smaller mobilenetv3large and efficientnetv2b0, random
-init at 32 px, give features so alike that no head learns on them (accuracy at chance, measured), and a test of what
-training keeps needs a model that improves."""
+"""Fine-tuning (stages/finetune.py) and the export of what it kept, at 32 px: epochs 0 trains nothing and imports no
+Keras; the warm start, what trains and what stays frozen, determinism and resuming; a run that never beats the warm
+start delivers the head. On the suite's resnet50 at 32 px (random init): the smaller mobilenetv3large and
+efficientnetv2b0, random init at 32 px, give features so alike that no head learns on them (accuracy at chance,
+measured), and a test of what training keeps needs a model that improves."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stages.evaluate import evaluate
+from stages.export import export
 from stages.finetune import finetune
 from stages.train import train
-from synthetic.repos import md5_of
+from synthetic.repos import ROOT, md5_of, subprocess_env
 from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, assert_plain_keras_agrees
 from transfer.core.params import FeaturesParams, FinetuneParams, TrainParams
 from transfer.finetune import loop
+from transfer.finetune.weights import SUMMARY, WEIGHTS
 
 FEATURES = FeaturesParams(**SMALL_FEATURES)
 FINETUNE = dict(epochs=2, learning_rate=0.0003, unfreeze=1, batch_size=8, patience=5, seed=5)
+RESULTS = ["test.json", "per_class.csv", "predictions.csv", "confusion_matrix.png"]
+
+
+def heads(feature_cache, root: Path, head: str, epochs: int) -> dict[str, Path]:
+    """The session's images, split and cached features, a head trained on them and evaluate's results."""
+    paths = {**feature_cache, "head": root / "head.keras", "head_metrics": root / "head_metrics"}
+    train(
+        paths["features"], paths["head"], root / "live", TrainParams(**{**SMALL_TRAIN, "head": head, "epochs": epochs})
+    )
+    evaluate(paths["features"], paths["split"], paths["images"], paths["head"], paths["head_metrics"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def logistic(feature_cache, tmp_path_factory) -> dict[str, Path]:
+    """A logistic head (scikit-learn: no TensorFlow training)."""
+    return heads(feature_cache, tmp_path_factory.mktemp("logistic"), "logistic", 1)
 
 
 @pytest.fixture(scope="module")
 def prepared(feature_cache, tmp_path_factory) -> dict[str, Path]:
-    """The session's images, split and cached features, and a head trained on them and evaluated."""
-    root = tmp_path_factory.mktemp("finetune")
-    paths = {**feature_cache, "head": root / "head.keras"}
-    train(paths["features"], paths["head"], root / "live", TrainParams(**{**SMALL_TRAIN, "epochs": 10}))
-    evaluate(paths["features"], paths["split"], paths["images"], paths["head"], root / "head_metrics")
-    return paths
+    """A dense head trained for 10 epochs: a warm start that fine-tuning can improve."""
+    return heads(feature_cache, tmp_path_factory.mktemp("finetune"), "dense", 10)
 
 
 def run(prepared, out: Path, **overrides) -> dict:
     config = FinetuneParams(**{**FINETUNE, **overrides})
     args = [prepared[name] for name in ("images", "split", "features", "head")]
-    return finetune(*args, out / "finetuned.keras", out / "metrics", FEATURES, config)
+    return finetune(*args, out / "finetuned", out / "metrics", FEATURES, config)
 
 
-@pytest.fixture(scope="module")
-def zero(prepared, tmp_path_factory) -> tuple[Path, dict]:
-    """A run with finetune.epochs 0: its folder and results."""
-    out = tmp_path_factory.mktemp("zero")
-    return out, run(prepared, out, epochs=0)
+ZERO_EPOCHS = """
+import sys
+from pathlib import Path
+from stages.finetune import finetune
+from transfer.core.params import FeaturesParams, FinetuneParams
+images, split, features, head, out = map(Path, sys.argv[1:6])
+finetune(images, split, features, head, out / "finetuned", out / "metrics", FeaturesParams(**{features_params}),
+         FinetuneParams(**{finetune_params}))
+loaded = sorted(name for name in ("keras", "tensorflow", "jax", "torch") if name in sys.modules)
+print("frameworks loaded:", loaded)
+"""
+
+
+def test_zero_epochs_imports_no_keras_and_gives_the_heads_results_and_model(logistic, tmp_path):
+    script = ZERO_EPOCHS.format(features_params=SMALL_FEATURES, finetune_params={**FINETUNE, "epochs": 0})
+    args = [str(logistic[name]) for name in ("images", "split", "features", "head")]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args, str(tmp_path)],
+        cwd=ROOT,
+        env={**subprocess_env(), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "frameworks loaded: []" in result.stdout
+    assert "finetune.epochs is 0: the head on the frozen backbone" in result.stdout
+    for name in RESULTS:  # evaluate's own bytes: git stores them once
+        assert md5_of(tmp_path / "metrics" / name) == md5_of(logistic["head_metrics"] / name), name
+    assert sorted(p.name for p in (tmp_path / "finetuned").iterdir()) == [SUMMARY]
+    assert json.loads((tmp_path / "finetuned" / SUMMARY).read_text())["epochs_trained"] == 0
+    curves = sorted((tmp_path / "metrics/train/plots/metrics").rglob("*.tsv"))
+    assert [p.relative_to(tmp_path / "metrics/train/plots/metrics").as_posix() for p in curves] == [
+        "eval/accuracy.tsv",
+        "eval/loss.tsv",
+        "train/accuracy.tsv",
+        "train/loss.tsv",
+    ]
+    assert [p.read_text() for p in curves] == ["step\taccuracy\n", "step\tloss\n", "step\taccuracy\n", "step\tloss\n"]
+
+
+def test_zero_epochs_exports_the_same_classifier_as_before_fine_tuning_existed(logistic, tmp_path):
+    run(logistic, tmp_path, epochs=0)
+    export(logistic["head"], tmp_path / "finetuned", logistic["features"], tmp_path / "classifier.keras", FEATURES)
+    from transfer.artifacts.predict import load_classifier
+
+    model, classes, size = load_classifier(tmp_path / "classifier.keras")
+    assert model.name == "classifier" and size == 32
+    assert classes == json.loads((logistic["features"] / "classes.json").read_text())
+
+
+def test_a_run_that_never_beats_the_warm_start_delivers_the_head(logistic, tmp_path, monkeypatch):
+    def no_better(model, decoder, data, config, checkpoint):
+        return loop.History(epochs=[{"train": {"loss": 9.0, "accuracy": 0.1}, "eval": {"loss": 9.0, "accuracy": 0.1}}])
+
+    monkeypatch.setattr(loop, "fit", no_better)
+    results = run(logistic, tmp_path, epochs=1)
+    assert not (tmp_path / "finetuned" / WEIGHTS).exists()
+    assert json.loads((tmp_path / "finetuned" / SUMMARY).read_text())["best_epoch"] == 0
+    for name in RESULTS:
+        assert md5_of(tmp_path / "metrics" / name) == md5_of(logistic["head_metrics"] / name), name
+    assert results == pytest.approx(json.loads((logistic["head_metrics"] / "test.json").read_text()), abs=1e-6)
 
 
 @pytest.fixture(scope="module")
 def finetuned(prepared, tmp_path_factory) -> Path:
-    """A run of FINETUNE's two epochs: its folder."""
+    """A run of FINETUNE's two epochs, and its export: its folder."""
     out = tmp_path_factory.mktemp("finetuned")
     run(prepared, out)
+    export(prepared["head"], out / "finetuned", prepared["features"], out / "classifier.keras", FEATURES)
     return out
 
 
-def test_zero_epochs_gives_the_heads_test_predictions(prepared, zero):
-    out, results = zero
-    head = prepared["head"].parent / "head_metrics"
-    for name in ("predictions.csv", "per_class.csv"):
-        assert (out / "metrics" / name).read_text() == (head / name).read_text(), name
-    expected = json.loads((head / "test.json").read_text())
-    assert set(results) == set(expected)
-    assert results == pytest.approx(expected, abs=1e-6)
-    assert not (out / ".finetuned.keras.tmp-resume").exists()
-
-
+@pytest.mark.e2e
 def test_only_the_top_blocks_and_the_head_train_and_batchnorm_stays(prepared):
     import keras
 
@@ -93,11 +159,12 @@ def test_only_the_top_blocks_and_the_head_train_and_batchnorm_stays(prepared):
         assert changed == should, f"{layer.name} {'changed' if changed else 'did not change'}"
 
 
+@pytest.mark.e2e
 def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run_gives(
-    prepared, zero, finetuned, tmp_path, monkeypatch
+    prepared, finetuned, tmp_path, monkeypatch
 ):
-    outputs = ["finetuned.keras", "metrics/test.json", "metrics/per_class.csv", "metrics/predictions.csv"]
-    assert md5_of(finetuned / "finetuned.keras") != md5_of(zero[0] / "finetuned.keras")  # it kept a trained epoch
+    outputs = [f"finetuned/{WEIGHTS}", f"finetuned/{SUMMARY}", *(f"metrics/{name}" for name in RESULTS[:3])]
+    assert json.loads((finetuned / f"finetuned/{SUMMARY}").read_text())["best_epoch"] >= 1  # it kept a trained epoch
     assert json.loads((finetuned / "metrics/train/metrics.json").read_text())["step"] == 1  # two epochs: 0, 1
 
     # A second run, interrupted in its second epoch: the checkpoint of the first stays, and the next run starts from
@@ -112,34 +179,43 @@ def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run
     monkeypatch.setattr(loop, "_train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(prepared, tmp_path)
-    assert (tmp_path / ".finetuned.keras.tmp-resume/state.npz").is_file()
-    assert not (tmp_path / "finetuned.keras").exists()
+    assert (tmp_path / ".finetuned.tmp-resume/state.npz").is_file()
+    assert not (tmp_path / "finetuned").exists()
     epochs_trained = []
     monkeypatch.setattr(loop, "_train_epoch", lambda *args: epochs_trained.append(args[4]) or train_epoch(*args))
     run(prepared, tmp_path)
     assert epochs_trained == [1]
     assert [md5_of(finetuned / name) for name in outputs] == [md5_of(tmp_path / name) for name in outputs]
-    assert not (tmp_path / ".finetuned.keras.tmp-resume").exists()
+    assert not (tmp_path / ".finetuned.tmp-resume").exists()
 
 
-def test_the_finetuned_model_is_a_classifier_with_its_class_names(prepared, finetuned):
+@pytest.mark.e2e
+def test_the_exported_finetuned_classifier_predicts_as_the_finetuned_model_scored(prepared, finetuned):
+    import pandas as pd
+
     from transfer.artifacts.predict import load_classifier
+    from transfer.core.images import load_image
 
-    model, classes, image_size = load_classifier(finetuned / "finetuned.keras")
-    assert classes == json.loads((prepared["features"] / "classes.json").read_text()) and image_size == 32
+    model, classes, image_size = load_classifier(finetuned / "classifier.keras")
+    assert model.name == "finetuned_classifier" and image_size == 32
+    assert classes == json.loads((prepared["features"] / "classes.json").read_text())
+    scored = pd.read_csv(finetuned / "metrics/predictions.csv")
+    images = np.stack([load_image(prepared["images"] / path, 32) for path in scored["path"]])
+    predicted = np.asarray(model.predict_on_batch(images)).argmax(axis=1)
+    assert [classes[i] for i in predicted] == scored["predicted"].tolist()
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_plain_keras_loads_the_finetuned_model_without_the_project(finetuned, tmp_path, backend):
     images = np.random.default_rng(1).integers(0, 256, (2, 45, 33, 3)).astype(np.uint8)
-    assert_plain_keras_agrees(finetuned / "finetuned.keras", images, backend, tmp_path)
+    assert_plain_keras_agrees(finetuned / "classifier.keras", images, backend, tmp_path)
 
 
-def test_augmentation_is_a_seeded_crop_and_flip(prepared):
+def test_augmentation_is_a_seeded_crop_and_flip(feature_cache):
     from transfer.core.images import load_image
 
-    path = sorted(prepared["images"].rglob("*.jpg"))[0]
+    path = sorted(feature_cache["images"].rglob("*.jpg"))[0]
     plain = load_image(path, 32)
     first, again = load_image(path, 32, augment=11), load_image(path, 32, augment=11)
     assert np.array_equal(first, again) and first.shape == plain.shape

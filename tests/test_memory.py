@@ -6,7 +6,10 @@ import math
 import resource
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
+import psutil
 import pytest
 import yaml
 
@@ -18,20 +21,19 @@ from transfer.features import memory
 from transfer.finetune import memory as finetune_memory
 
 GIB = 2**30
-REAL_MEMINFO = Path("/proc/meminfo").read_text()
 
 
-def fake_proc(tmp_path: Path, available_kb: int, cgroup_line: str) -> Path:
-    """A /proc with this machine's own meminfo, but MemAvailable set, and the given /proc/self/cgroup line."""
+def fake_proc(tmp_path: Path, cgroup_line: str) -> Path:
+    """A /proc holding only the given /proc/self/cgroup line."""
     proc = tmp_path / "proc"
     (proc / "self").mkdir(parents=True)
-    lines = [
-        f"MemAvailable:   {available_kb} kB" if line.startswith("MemAvailable:") else line
-        for line in REAL_MEMINFO.splitlines()
-    ]
-    (proc / "meminfo").write_text("\n".join(lines) + "\n")
     (proc / "self" / "cgroup").write_text(cgroup_line + "\n")
     return proc
+
+
+def machine_offers(monkeypatch, available: int) -> None:
+    """The machine's available memory as psutil reports it."""
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=available))
 
 
 def write_files(folder: Path, files: dict[str, str]) -> None:
@@ -40,9 +42,10 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
         (folder / name).write_text(text)
 
 
-def test_memory_on_offer_is_the_lower_of_memavailable_and_the_cgroup_limit(tmp_path):
+def test_memory_on_offer_is_the_lower_of_memavailable_and_the_cgroup_limit(tmp_path, monkeypatch):
+    machine_offers(monkeypatch, 16 * GIB)
     # cgroup v2, as systemd and Docker set it up: the limit sits on a parent of the process's own cgroup.
-    proc = fake_proc(tmp_path / "v2", 16 * 2**20, "0::/system.slice/job.scope")
+    proc = fake_proc(tmp_path / "v2", "0::/system.slice/job.scope")
     cgroups = tmp_path / "v2" / "cgroup"
     write_files(
         cgroups / "system.slice",
@@ -59,7 +62,7 @@ def test_memory_on_offer_is_the_lower_of_memavailable_and_the_cgroup_limit(tmp_p
     assert memory.available_memory(proc, cgroups) == (16 * GIB, "MemAvailable in /proc/meminfo")
 
     # cgroup v1 inside a container: /proc/self/cgroup names the host's path; the mount shows the container's own.
-    proc = fake_proc(tmp_path / "v1", 16 * 2**20, "4:memory:/docker/0123abcd\n3:cpu,cpuacct:/docker/0123abcd")
+    proc = fake_proc(tmp_path / "v1", "4:memory:/docker/0123abcd\n3:cpu,cpuacct:/docker/0123abcd")
     cgroups = tmp_path / "v1" / "cgroup"
     write_files(
         cgroups / "memory",
@@ -72,6 +75,15 @@ def test_memory_on_offer_is_the_lower_of_memavailable_and_the_cgroup_limit(tmp_p
     assert memory.available_memory(proc, cgroups)[0] == GIB
     write_files(cgroups / "memory", {"memory.limit_in_bytes": "9223372036854771712\n"})  # v1's "no limit"
     assert memory.available_memory(proc, cgroups)[0] == 16 * GIB
+
+
+def test_this_process_and_the_machine_are_measured():
+    room, source = memory.available_memory()
+    assert 0 < room <= psutil.virtual_memory().total and source
+    before = memory.current_usage()
+    held = np.ones(256 * 2**20, dtype=np.uint8)  # 256 MiB, written: resident
+    assert memory.current_usage() - before > 200 * 2**20
+    del held
 
 
 def config(**changes) -> FeaturesParams:
@@ -140,7 +152,7 @@ def test_an_image_size_the_machine_cannot_hold_stops_before_any_work(tmp_path):
 
     project = make_project(tmp_path / "project", per_class=4)  # 12 images
     largest_part = max(len(Path(p).read_text().splitlines()) - 1 for p in (project / "data" / "split").glob("*.csv"))
-    total = int(REAL_MEMINFO.split("MemTotal:")[1].split()[0]) * 1024
+    total = psutil.virtual_memory().total
     # ResNet50 keeps about 200 bytes per input pixel alive (docs/memory.md).
     size = 32 * math.ceil(math.sqrt(2 * total / (largest_part * 200)) / 32)
     params = yaml.safe_load((project / "params.yaml").read_text())

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from synthetic.repos import ROOT, subprocess_env
 from transfer.artifacts.keras_files import FIXED_TIME, canonicalize
@@ -47,6 +48,7 @@ def members(path: Path) -> dict[str, bytes]:
         return {name: zf.read(name) for name in zf.namelist()}
 
 
+@pytest.mark.e2e  # two Python processes import Keras
 def test_two_processes_save_the_same_bytes_and_the_file_loads_and_predicts_the_same(tmp_path):
     a, b, plain = tmp_path / "a.keras", tmp_path / "b.keras", tmp_path / "plain.keras"
     for path, how in ((a, "stable"), (b, "stable"), (plain, "plain")):

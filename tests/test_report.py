@@ -1,9 +1,9 @@
 """The pull-request report (tools/report.py), the report workflow's commands, and the `classifier` artifact.
 
-One module-scoped repository pays for the pipeline runs: a small generated archive (3 classes x 12 images,
-32 px), `main` reproduced, pushed to a local DVC remote and tagged `classifier@v0.1.0`, then a branch
-`dropout` with train.dropout 0.5 -> 0.9 reproduced (only the head stages rerun) and committed. Training is
-short (4 epochs) so that the dropout change moves some test predictions and the F1 table has rows.
+One module-scoped copy of the session's reproduced repository (tests/reproduced.py): `main` as reproduced, pushed to
+a DVC remote of its own and tagged `classifier@v0.1.0`, then a branch `short` with train.epochs 30 -> 2 reproduced
+(only the stages after the features rerun) and committed: the under-trained head moves some test predictions, so
+the F1 table has rows.
 """
 
 from __future__ import annotations
@@ -20,18 +20,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthetic.datasets import make_archive
 from synthetic.repos import (
     ROOT,
     clone,
     commit_all,
     dvc,
     git,
-    make_repo,
     md5_of,
     read_params,
     run,
-    small_params,
     stages_run,
     subprocess_env,
     write_params,
@@ -44,7 +41,7 @@ REPORT_WORKFLOW = ROOT / ".github/workflows/report.yml"
 
 @dataclass
 class Project:
-    repo: Path  # on branch `dropout`, committed, outputs present
+    repo: Path  # on branch `short`, committed, outputs present
     remote: Path  # local DVC remote holding both commits' outputs
     main_lock: dict  # main's dvc.lock
 
@@ -63,25 +60,22 @@ def section(markdown: str, title: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Project:
+def project(reproduced, tmp_path_factory) -> Project:
     root = tmp_path_factory.mktemp("report")
-    archive = root / "101_ObjectCategories.tar.gz"
-    make_archive(archive, layout="legacy", n_classes=3, per_class=12, size=32)
-    repo = make_repo(root / "repo", small_params(str(archive), md5_of(archive), **{"train.epochs": 4}))
+    repo = reproduced.copy(root / "repo")
     remote = root / "remote"
-    dvc(repo, "repro")  # the classifier too (tagged below); the on-demand fine-tuning is not reported on
-    dvc(repo, "remote", "add", "-d", "local", str(remote))
+    dvc(repo, "remote", "modify", "storage", "url", str(remote))  # not the session's shared remote
     commit_all(repo, "baseline")
     dvc(repo, "push")
     git(repo, "tag", "-a", "classifier@v0.1.0", "-m", "Registering artifact classifier version 0.1.0")
     main_lock = yaml.safe_load((repo / "dvc.lock").read_text())
 
-    git(repo, "checkout", "-q", "-b", "dropout")
+    git(repo, "checkout", "-q", "-b", "short")
     params = read_params(repo)
-    params["train"]["dropout"] = 0.9
+    params["train"]["epochs"] = 2
     write_params(repo, params)
     dvc(repo, "repro")
-    commit_all(repo, "dropout 0.9")
+    commit_all(repo, "train.epochs 2")
     dvc(repo, "push")
     return Project(repo, remote, main_lock)
 
@@ -107,14 +101,14 @@ def test_report_shows_metrics_params_f1_changes_and_the_image(project):
     assert "| main" in metrics and "| workspace" in metrics
 
     params = section(markdown, "Params")
-    (dropout,) = [line for line in params.splitlines() if "train.dropout" in line]
-    assert [cell.strip() for cell in dropout.strip("|").split("|")] == ["params.yaml", "train.dropout", "0.5", "0.9"]
-    assert "train.epochs" not in params  # unchanged params are left out
+    (epochs,) = [line for line in params.splitlines() if "train.epochs" in line]
+    assert [cell.strip() for cell in epochs.strip("|").split("|")] == ["params.yaml", "train.epochs", "30", "2"]
+    assert "train.dropout" not in params  # unchanged params are left out
 
     old = f1_by_class(git(repo, "show", "main:metrics/per_class.csv").stdout)
     new = f1_by_class((repo / "metrics/per_class.csv").read_text())
     changed = {name for name in new if new[name] != old[name]}
-    assert changed, "the fixture's dropout change no longer moves any class's F1; the F1 table goes untested"
+    assert changed, "the fixture's epochs change no longer moves any class's F1; the F1 table goes untested"
     f1 = section(markdown, "Classes whose F1 changed most (top 10)")
     listed = {
         line.split("|")[1].strip(): line for line in f1.splitlines() if line.startswith("| ") and "---" not in line
@@ -136,9 +130,9 @@ def test_report_shows_metrics_params_f1_changes_and_the_image(project):
     assert "near-duplicate pairs" in audit and "![Near-duplicate pairs](metrics/audit/duplicates.png)" in audit
     assert any(line.startswith("| metrics/audit/summary.json") for line in rows)  # the audit's counts, diffed
 
-    same = report_cli(repo, "dropout", "--top", "1").stdout
-    assert "No parameter changed since `dropout`" in same
-    assert "No class's F1 changed (3 classes)." in same
+    same = report_cli(repo, "short", "--top", "1").stdout
+    assert "No parameter changed since `short`" in same
+    assert "No class's F1 changed (5 classes)." in same
 
 
 @pytest.mark.e2e
@@ -232,7 +226,7 @@ def run_step(repo: Path, name: str, env: dict[str, str]) -> subprocess.Completed
 def test_report_workflow_steps_pull_from_the_secret_remote_report_and_comment(project, tmp_path):
     repo = clone(project.repo, tmp_path / "pr")
     # The pull request's checkout knows no remote: the DVC_REMOTE_URL secret supplies it.
-    dvc(repo, "remote", "remove", "local")
+    dvc(repo, "remote", "remove", "storage")
     commit_all(repo, "no remote in .dvc/config")
     assert not (repo / "models/classifier.keras").exists()
 
@@ -259,7 +253,7 @@ def test_report_workflow_steps_pull_from_the_secret_remote_report_and_comment(pr
     assert body.startswith("## DVC report") and f"against `{base}`" in body
     assert f"![Test confusion matrix, row-normalised]({image_base}/metrics/confusion_matrix.png)" in body
     assert f"![Likely label errors]({image_base}/metrics/audit/label_issues.png)" in body
-    assert "train.dropout" in body and "balanced_accuracy" in body
+    assert "train.epochs" in body and "balanced_accuracy" in body
     assert body.rstrip().endswith("[the workflow run](https://github.com/o/r/actions/runs/1).")
     assert summary.read_text() == body
 
@@ -282,7 +276,7 @@ def test_report_workflow_steps_pull_from_the_secret_remote_report_and_comment(pr
 @pytest.mark.e2e
 def test_report_workflow_step_without_a_remote_runs_dvc_repro(project, tmp_path):
     repo = clone(project.repo, tmp_path / "pr")
-    dvc(repo, "remote", "remove", "local")
+    dvc(repo, "remote", "remove", "storage")
     # No remote and no outputs in the clone: the whole pipeline runs (from the local archive data.url names).
     result = run_step(repo, "Bring the pipeline up to date", {"DVC_REMOTE_URL": ""})
     assert result.returncode == 0, result.stderr[-4000:]

@@ -1,6 +1,7 @@
 """The train stage: the tutorial's head, determinism, DVCLive logs, and the logistic head."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import keras
@@ -8,20 +9,11 @@ import numpy as np
 import pytest
 
 from stages.train import train
-from tests.helpers import SMALL_TRAIN
+from synthetic.repos import small_params, write_params
+from tests.helpers import SMALL_TRAIN, stage_command
 from transfer.core.errors import StageError
 from transfer.core.params import TrainParams
-from transfer.head.training import dense_head, fit_logistic
-
-
-def test_dense_head_has_the_tutorials_layers():
-    model = dense_head(2048, 101, 512, 0.5)
-    kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["BatchNormalization", "Dropout", "Dense", "BatchNormalization", "Dropout", "Dense"]
-    assert [model.layers[i].rate for i in (1, 4)] == [0.5, 0.5]
-    assert model.layers[2].units == 512 and model.layers[2].activation.__name__ == "relu"
-    assert model.layers[5].units == 101 and model.layers[5].activation.__name__ == "softmax"
-    assert model.input_shape == (None, 2048) and model.output_shape == (None, 101)
+from transfer.head.training import fit_logistic
 
 
 def run_train(feature_cache, out, **overrides):
@@ -30,6 +22,7 @@ def run_train(feature_cache, out, **overrides):
     return keras.models.load_model(out / "head.keras")
 
 
+@pytest.mark.e2e  # TensorFlow training or a Keras subprocess: not the fast tier
 def test_training_is_deterministic_and_logged(feature_cache, tmp_path):
     first = run_train(feature_cache, tmp_path / "a")
     second = run_train(feature_cache, tmp_path / "b")
@@ -47,6 +40,7 @@ def test_training_is_deterministic_and_logged(feature_cache, tmp_path):
     assert (live / "metrics.json").read_text() == (tmp_path / "b" / "live" / "metrics.json").read_text()
 
 
+@pytest.mark.e2e  # TensorFlow training or a Keras subprocess: not the fast tier
 def test_a_different_seed_gives_a_different_head(feature_cache, tmp_path):
     first = run_train(feature_cache, tmp_path / "a", epochs=1)
     second = run_train(feature_cache, tmp_path / "b", epochs=1, seed=8)
@@ -97,6 +91,7 @@ def test_logistic_head_saves_a_loadable_model(feature_cache, tmp_path):
     np.testing.assert_allclose(np.asarray(model.predict(test_x, verbose=0)), expected, atol=1e-4)
 
 
+@pytest.mark.e2e  # TensorFlow training or a Keras subprocess: not the fast tier
 def test_training_interrupted_after_an_epoch_leaves_no_metrics_files(feature_cache, tmp_path, monkeypatch):
     from dvclive import Live
 
@@ -118,6 +113,7 @@ def test_training_interrupted_after_an_epoch_leaves_no_metrics_files(feature_cac
     assert sorted(p.name for p in out.iterdir()) == []  # no live/ folder, no head.keras, no temporaries
 
 
+@pytest.mark.e2e  # TensorFlow training or a Keras subprocess: not the fast tier
 def test_a_rerun_replaces_the_previous_metrics_whole(feature_cache, tmp_path):
     out = tmp_path / "out"
     run_train(feature_cache, out, epochs=3)
@@ -128,6 +124,7 @@ def test_a_rerun_replaces_the_previous_metrics_whole(feature_cache, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["head.keras", "live"]
 
 
+@pytest.mark.e2e  # TensorFlow training or a Keras subprocess: not the fast tier
 def test_the_saved_dense_head_holds_the_trained_weights_and_no_optimizer_state(feature_cache, tmp_path):
     import io
     import zipfile
@@ -143,6 +140,7 @@ def test_the_saved_dense_head_holds_the_trained_weights_and_no_optimizer_state(f
     assert np.asarray(model.predict(features, verbose=0)).shape == (len(features), 4)
 
 
+@pytest.mark.e2e  # TensorFlow training or a Keras subprocess: not the fast tier
 def test_keras_loads_without_the_optional_modules_it_would_pull_in_and_they_stay_importable():
     import subprocess
     import sys
@@ -161,6 +159,7 @@ def test_keras_loads_without_the_optional_modules_it_would_pull_in_and_they_stay
     assert result.stdout.splitlines()[-2:] == ["[]", "importable"]
 
 
+@pytest.mark.e2e  # TensorFlow training or a Keras subprocess: not the fast tier
 def test_a_head_too_big_for_the_memory_is_refused_naming_a_width_that_fits(feature_cache, tmp_path, monkeypatch):
     """hidden_units in the millions was an out-of-memory traceback from TensorFlow; now a message, before Keras."""
     from transfer.head import memory
@@ -175,3 +174,17 @@ def test_a_head_too_big_for_the_memory_is_refused_naming_a_width_that_fits(featu
     assert 0 < width < 1_000_000 and memory.estimate(n_features, 4, width, 16) <= 2 * memory.GIB
     assert not (tmp_path / "head.keras").exists()
     run_train(feature_cache, tmp_path / "fits", hidden_units=width // 100)  # a width the message allows trains
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("shell_level", [None, "2"])  # unset, and the level a shell sets to quiet TensorFlow
+def test_a_train_run_writes_nothing_of_tensorflow_to_stderr(feature_cache, tmp_path, shell_level):
+    """No absl lines while TensorFlow loads, and no "E0000 ... NodeDef mentions attribute use_unbounded_threadpool"
+    from Keras' tf.data input while the head trains (shown at level 2 before the stage set its own)."""
+    write_params(tmp_path, small_params("file:///archive.zip", None, **{"train.epochs": 2}))
+    command, env = stage_command("train", feature_cache["features"], tmp_path / "head.keras", tmp_path / "live")
+    if shell_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = shell_level
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

@@ -221,14 +221,33 @@ def test_rerun_passes_on_a_deterministic_run_and_names_what_differs_otherwise(co
     assert code == 2 and "verify: cannot check: the rerun failed" in err
 
 
-def test_an_on_demand_pipeline_is_checked_once_it_has_been_run(committed, tmp_path, capsys):
-    # Like finetune/dvc.yaml: a second dvc.yaml that `dvc repro` (no target) does not run.
+def test_rerun_of_a_stage_says_first_what_it_runs_and_reruns_only_that_and_its_dependencies(
+    committed, tmp_path, capsys
+):
+    repo = clone(committed, tmp_path / "target")
+    edit_params(repo, "report", "noise", 1e-9)  # report's metric would differ on any rerun of report
+    dvc(repo, "pull")
+    dvc(repo, "repro")
+    commit_all(repo, "noisy report")
+    code, out, err = verify_in(repo, "--rerun", "prep", capsys=capsys)
+    assert code == 0, err  # report was not rerun, so its committed metric stands
+    assert "verify: --rerun will rerun from scratch: prep; roughly" in out
+    assert out.index("will rerun from scratch") < out.index("verify: OK")  # said before the run
+    assert "a rerun from scratch of prep and the stages it depends on of HEAD gave the same" in out
+    code, out, err = verify_in(repo, "--rerun", "report", capsys=capsys)
+    assert "will rerun from scratch: prep, report;" in out and code == 1 and "metrics/m.json" in err
+    code, _, err = verify_in(repo, "--rerun", "nosuch", capsys=capsys)
+    assert code == 2 and "verify: --rerun nosuch:" in err and "Traceback" not in err
+
+
+def test_a_second_pipeline_is_checked_once_it_has_been_run(committed, tmp_path, capsys):
+    # A second dvc.yaml in a sub-folder, which `dvc repro` (no target) does not run.
     repo = clone(committed, tmp_path / "sub")
     (repo / "release").mkdir()
     stage = {"cmd": "python -c \"open('copy.txt', 'w').write(open('mid.txt').read())\"", "wdir": ".."}
     stage.update(deps=["mid.txt"], outs=["copy.txt"])
     (repo / "release" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"copy": stage}}))
-    commit_all(repo, "an on-demand pipeline, never run")
+    commit_all(repo, "a second pipeline, never run")
     code, out, err = verify_in(repo, capsys=capsys)
     assert code == 0, err
     assert "release/dvc.yaml:copy: not checked (no release/dvc.lock: never run)" in out + err
@@ -238,8 +257,8 @@ def test_an_on_demand_pipeline_is_checked_once_it_has_been_run(committed, tmp_pa
     commit_all(repo, "exported")
     assert verify_in(repo, capsys=capsys)[0] == 0
     edit_params(repo, "prep", "scale", 3)
-    dvc(repo, "repro")  # the metrics pipeline only: the on-demand copy is now older than mid.txt
-    commit_all(repo, "rerun without the on-demand pipeline")
+    dvc(repo, "repro")  # the top pipeline only: the second one's copy is now older than mid.txt
+    commit_all(repo, "rerun without the second pipeline")
     code, _, err = verify_in(repo, capsys=capsys)
     assert code == 1 and "release/dvc.yaml:copy" in err and "    dvc repro release/dvc.yaml " in err
 

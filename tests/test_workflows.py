@@ -1,11 +1,10 @@
-"""Reproducibility workflows, end to end with real `dvc` commands on a small generated archive (CPU, 32 px,
-random-init backbone): nothing run twice, offline status, diffs across commits, experiments (direct and queued),
-and a shared cache through a DVC remote.
+"""Reproducibility workflows, end to end with real `dvc` commands on the session's reproduced repository
+(tests/reproduced.py: the official zip's layout over HTTP, CPU, 32 px, random-init backbone): nothing run twice,
+offline status, diffs across commits, experiments (direct and queued), and a shared cache through a DVC remote.
 
-One module-scoped fixture pays for the one full `dvc repro` here; every other test works in a `git clone` of it
-that pulls its data from a local DVC remote, and so reruns at most the three head stages. Determinism (two runs
-from scratch, every output compared) is CI's `python -m tests.check_reproducible`, run after the tests; its
-comparison logic is tested in test_check_reproducible.py.
+Every test works in a copy of that repository or in a `git clone` of it that pulls its data from its local DVC
+remote, and so reruns at most the head stages. Determinism (a second run from scratch, every output compared) is
+tests/test_reproducible.py.
 """
 
 from __future__ import annotations
@@ -13,89 +12,51 @@ from __future__ import annotations
 import csv
 import io
 import json
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from synthetic.datasets import make_archive
 from synthetic.repos import (
     clone,
     commit_all,
-    copy_pipeline,
     dvc,
     dvc_status,
     git,
-    make_repo,
     md5_of,
     read_params,
-    small_params,
     stages_restored,
     stages_run,
     stages_skipped,
+    subprocess_env,
     write_params,
 )
-from tests.check_reproducible import RunReport, reproduce
-from tests.http_server import FileServer
 
 pytestmark = pytest.mark.e2e
 
 HEAD_STAGES = ["train", "evaluate"]  # what a head experiment (`dvc exp run evaluate -S train.*`) runs
-EXPORT = "export"  # and `dvc repro` after a train.* change, the classifier too
+AFTER_HEAD = ["finetune", "export"]  # and `dvc repro` after a train.* change: the delivered classifier too
 UP_TO_DATE = "Data and pipelines are up to date."
 # `dvc exp show --csv` names a metric with its file where another file has the same key (metrics/finetune/test.json).
 LOSS, ACCURACY = "metrics/test.json:loss", "metrics/test.json:accuracy"
-
-
-@dataclass
-class Runs:
-    a: Path  # the run: committed, its data pushed to `remote`
-    report: RunReport
-    url: str  # data.url: served over HTTP during the run, dead afterwards
-    remote: Path
+# Every request through a proxy on a closed port: a command that went to the network would fail.
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
 
 
 def output(result) -> str:
     return f"{result.stdout}\n{result.stderr}"
 
 
-def status(repo: Path) -> dict:
-    """The status of the pipeline `dvc repro` runs: a clone has not the uncached outputs of the fine-tuning that
-    the run made (finetune/dvc.yaml, on demand), so plain `dvc status` lists that stage there."""
-    return dvc_status(repo, "dvc.yaml")
+status = dvc_status
 
 
 def metrics_of(repo: Path) -> dict:
     return json.loads((repo / "metrics/test.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Runs:
-    root = tmp_path_factory.mktemp("workflows")
-    archive = root / "101_ObjectCategories.tar.gz"
-    make_archive(archive, layout="legacy", n_classes=4, per_class=15, size=32)
-    pipeline = copy_pipeline(root / "pipeline")  # one snapshot: edits to the checkout meanwhile cannot leak in
-    with FileServer() as server:
-        url = server.add("/files/101_ObjectCategories.tar.gz", archive.read_bytes())
-        params = small_params(url, md5_of(archive))
-        report = reproduce(make_repo(root / "a", params, source=pipeline), "run a")
-    # The server is shut down: from here on data.url points at a closed port.
-    if not report.stages:
-        pytest.fail("\n".join(report.problems))
-    a = report.repo
-    remote = root / "remote"
-    dvc(a, "remote", "add", "-d", "storage", str(remote))
-    commit_all(a, "reproduce")  # dvc.lock, the cache: false metrics, the remote
-    dvc(a, "push")
-    return Runs(a, report, url, remote)
-
-
-def pulled_clone(runs: Runs, dest: Path) -> Path:
-    """A `git clone` of the first run with its DVC data pulled from the shared remote, and data/source (made per
-    machine, not in git) made."""
-    repo = clone(runs.a, dest)
+def pulled_clone(reproduced, dest: Path) -> Path:
+    """A `git clone` of the run with its DVC data pulled from its remote, and data/source (made per machine, not in
+    git) made."""
+    repo = clone(reproduced.path, dest)
     dvc(repo, "pull")
     dvc(repo, "repro", "source")
     return repo
@@ -104,30 +65,26 @@ def pulled_clone(runs: Runs, dest: Path) -> Path:
 # ------------------------------------------------------------------------------------------- one run
 
 
-def test_the_run_made_every_output(runs):
-    a = runs.a
+def test_the_run_made_every_output(reproduced):
+    a = reproduced.path
     manifests = sorted(p.relative_to(a).as_posix() for p in (a / "data/split").glob("*.csv"))
     arrays = sorted(p.relative_to(a).as_posix() for p in (a / "data/features").glob("*/*.npy"))
     assert manifests == ["data/split/test.csv", "data/split/train.csv", "data/split/val.csv"]
     assert len(arrays) == 6  # {train,val,test}/{features,labels}.npy
-    assert metrics_of(a)["n_test"] == 12
+    assert metrics_of(a)["n_test"] == 25
     assert (a / "models/classifier.keras").is_file() and (a / "metrics/train/metrics.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------- nothing twice
 
 
-def test_second_repro_runs_nothing_and_status_is_clean_with_the_server_gone(runs):
-    # Checked by reproduce() right after the first run: status clean, second repro ran nothing, same dvc.lock.
-    assert runs.report.problems == []
-    # The gate runs every pipeline (`dvc repro --all-pipelines`), the on-demand fine-tuning after the rest.
-    default = ["source", "download", "extract", "split", "features", *HEAD_STAGES, "audit", EXPORT]
-    assert runs.report.stages == [*default, "finetune/dvc.yaml:finetune"]
-    with pytest.raises((urllib.error.URLError, ConnectionError)):
-        urllib.request.urlopen(runs.url, timeout=5)  # the network source is really gone
-    repo = runs.a
-    assert read_params(repo)["data"]["url"] == runs.url
-    assert status(repo) == {} and dvc_status(repo) == {}  # where the fine-tuning ran, every pipeline is clean
+def test_second_repro_runs_nothing_and_status_is_clean_offline(reproduced, tmp_path, monkeypatch):
+    repo = reproduced.copy(tmp_path / "repo")
+    for name, value in OFFLINE.items():  # what synthetic.repos runs inherits the environment
+        monkeypatch.setenv(name, value)
+    assert subprocess_env()["http_proxy"] == OFFLINE["http_proxy"]
+    assert read_params(repo)["data"]["url"] == reproduced.url
+    assert status(repo) == {}
     assert UP_TO_DATE in dvc(repo, "status").stdout
     assert dvc(repo, "status", "-q", check=False).returncode == 0
     lock = (repo / "dvc.lock").read_bytes()
@@ -141,9 +98,9 @@ def test_second_repro_runs_nothing_and_status_is_clean_with_the_server_gone(runs
 # ------------------------------------------------------------------------------------------- shared cache
 
 
-def test_push_then_pull_in_a_clone_skips_every_stage_but_the_source_link(runs, tmp_path):
-    assert len([p for p in runs.remote.rglob("*") if p.is_file()]) > 60  # images, features, models, ...
-    repo = clone(runs.a, tmp_path / "clone")
+def test_push_then_pull_in_a_clone_skips_every_stage_but_the_source_link(reproduced, tmp_path):
+    assert len([p for p in reproduced.remote.rglob("*") if p.is_file()]) > 60  # images, features, models, ...
+    repo = clone(reproduced.path, tmp_path / "clone")
     assert not (repo / "data/features").exists()
     assert status(repo) != {}  # outputs missing before the pull
     dvc(repo, "pull")
@@ -153,23 +110,23 @@ def test_push_then_pull_in_a_clone_skips_every_stage_but_the_source_link(runs, t
     assert "features" in stages_skipped(output(result))
     assert status(repo) == {}
     for path in ("data/features/train/features.npy", "models/head.keras", "models/classifier.keras"):
-        assert md5_of(repo / path) == md5_of(runs.a / path)
+        assert md5_of(repo / path) == md5_of(reproduced.path / path)
     assert git(repo, "status", "--porcelain").stdout == ""
 
 
 # ------------------------------------------------------------------------------------------- across commits
 
 
-def test_metrics_and_params_diff_across_commits(runs, tmp_path):
-    repo = pulled_clone(runs, tmp_path / "clone")
+def test_metrics_and_params_diff_across_commits(reproduced, tmp_path):
+    repo = pulled_clone(reproduced, tmp_path / "clone")
     git(repo, "checkout", "-q", "-b", "dropout-0.3")
     params = read_params(repo)
     params["train"]["dropout"] = 0.3
     write_params(repo, params)
     result = dvc(repo, "repro")
-    assert stages_run(output(result)) == [*HEAD_STAGES, EXPORT]
+    assert stages_run(output(result)) == [*HEAD_STAGES, *AFTER_HEAD]
     commit_all(repo, "dropout 0.3")
-    old, new = metrics_of(runs.a), metrics_of(repo)
+    old, new = metrics_of(reproduced.path), metrics_of(repo)
     assert new["loss"] != old["loss"]
 
     diff = json.loads(dvc(repo, "metrics", "diff", "main", "dropout-0.3", "--json").stdout)
@@ -209,8 +166,8 @@ def cache_bytes(repo: Path) -> int:
     return sum(p.stat().st_size for p in (repo / ".dvc/cache/files").rglob("*") if p.is_file())
 
 
-def test_experiment_reruns_only_the_head_and_is_listed_beside_the_baseline(runs, tmp_path):
-    repo = pulled_clone(runs, tmp_path / "clone")
+def test_experiment_reruns_only_the_head_and_is_listed_beside_the_baseline(reproduced, tmp_path):
+    repo = pulled_clone(reproduced, tmp_path / "clone")
     cache_before = cache_bytes(repo)
     result = dvc(repo, "exp", "run", "evaluate", "-S", "train.dropout=0.3")  # the README's head experiment
     log = output(result)
@@ -220,31 +177,31 @@ def test_experiment_reruns_only_the_head_and_is_listed_beside_the_baseline(runs,
     experiment = metrics_of(repo)  # the results are applied to the workspace
     # The experiment stored its head and nothing else: no copy of the frozen backbone in a new classifier.
     assert 0 < cache_bytes(repo) - cache_before <= (repo / "models/head.keras").stat().st_size
-    assert md5_of(repo / "models/classifier.keras") == md5_of(runs.a / "models/classifier.keras")
+    assert md5_of(repo / "models/classifier.keras") == md5_of(reproduced.path / "models/classifier.keras")
 
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     baseline = next(entry for entry in shown if entry.get("name") == "main")
     assert baseline["data"]["params"]["params.yaml"]["data"]["train"]["dropout"] == 0.5
-    assert baseline["data"]["metrics"]["metrics/test.json"]["data"] == metrics_of(runs.a)
+    assert baseline["data"]["metrics"]["metrics/test.json"]["data"] == metrics_of(reproduced.path)
     (run,) = [rev for exp in baseline["experiments"] for rev in exp["revs"]]
     assert run["data"]["params"]["params.yaml"]["data"]["train"]["dropout"] == 0.3
     assert run["data"]["metrics"]["metrics/test.json"]["data"] == experiment
-    assert experiment["loss"] != metrics_of(runs.a)["loss"]
+    assert experiment["loss"] != metrics_of(reproduced.path)["loss"]
 
     rows = {row["rev"] if row["typ"] == "baseline" else row["Experiment"]: row for row in exp_show_rows(repo)}
-    assert rows["main"]["train.dropout"] == "0.5" and float(rows["main"][LOSS]) == metrics_of(runs.a)["loss"]
+    assert rows["main"]["train.dropout"] == "0.5" and float(rows["main"][LOSS]) == metrics_of(reproduced.path)["loss"]
     assert rows[run["name"]]["train.dropout"] == "0.3" and float(rows[run["name"]][LOSS]) == experiment["loss"]
 
     # The experiment worth keeping: its classifier is one command away, and then nothing is stale.
-    assert list(status(repo)) == [EXPORT]
+    assert list(status(repo)) == AFTER_HEAD
     exported = output(dvc(repo, "repro"))
-    assert stages_run(exported) == [EXPORT] and "train" in stages_skipped(exported)
-    assert md5_of(repo / "models/classifier.keras") != md5_of(runs.a / "models/classifier.keras")
+    assert stages_run(exported) == AFTER_HEAD and "train" in stages_skipped(exported)
+    assert md5_of(repo / "models/classifier.keras") != md5_of(reproduced.path / "models/classifier.keras")
     assert status(repo) == {}
 
 
-def test_queued_experiment_runs_in_the_background(runs, tmp_path):
-    repo = pulled_clone(runs, tmp_path / "clone")
+def test_queued_experiment_runs_in_the_background(reproduced, tmp_path):
+    repo = pulled_clone(reproduced, tmp_path / "clone")
     queued = output(dvc(repo, "exp", "run", "--queue", "evaluate", "-S", "train.dropout=0.7"))
     name = queued.split("Queued experiment '")[1].split("'")[0]
     assert status(repo) == {}  # queueing runs nothing in the workspace
@@ -258,9 +215,9 @@ def test_queued_experiment_runs_in_the_background(runs, tmp_path):
     assert stages_run(log) == ["source", *HEAD_STAGES] and "features" in stages_skipped(log)
 
     rows = {row["rev"] if row["typ"] == "baseline" else row["Experiment"]: row for row in exp_show_rows(repo)}
-    assert rows["main"]["train.dropout"] == "0.5" and float(rows["main"][LOSS]) == metrics_of(runs.a)["loss"]
+    assert rows["main"]["train.dropout"] == "0.5" and float(rows["main"][LOSS]) == metrics_of(reproduced.path)["loss"]
     assert rows[name]["train.dropout"] == "0.7" and rows[name]["State"] == "Success"
-    assert float(rows[name][LOSS]) != metrics_of(runs.a)["loss"]
+    assert float(rows[name][LOSS]) != metrics_of(reproduced.path)["loss"]
 
     # What exp show lists is what the background run wrote: apply it and score its predictions.csv by hand.
     dvc(repo, "exp", "apply", name)
@@ -269,6 +226,6 @@ def test_queued_experiment_runs_in_the_background(runs, tmp_path):
     assert float(rows[name][ACCURACY]) == pytest.approx(applied["accuracy"], abs=1e-6)
     assert float(rows[name][LOSS]) == pytest.approx(applied["loss"], abs=1e-6)
     predictions = list(csv.DictReader((repo / "metrics/predictions.csv").read_text().splitlines()))
-    assert len(predictions) == applied["n_test"] == 12
+    assert len(predictions) == applied["n_test"] == 25
     correct = sum(row["actual"] == row["predicted"] for row in predictions)
     assert applied["accuracy"] == pytest.approx(correct / len(predictions), abs=1e-6)

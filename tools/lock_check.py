@@ -149,7 +149,7 @@ def check(repo) -> Findings:
     for stage in list(stages):
         lock_path = Path(stage.dvcfile.path).with_name("dvc.lock")
         if lock_path != root / "dvc.lock" and not lock_path.is_file():
-            # A pipeline run on demand (finetune/dvc.yaml) that was never run records nothing to check.
+            # A pipeline in a sub-folder that was never run records nothing to check.
             found.notes.append(f"{stage_name(stage, root)}: not checked (no {lock_path.relative_to(root)}: never run)")
             stages.remove(stage)
     for stage in stages:

@@ -1,6 +1,6 @@
 """Check that what a repository commits is reproducible: one command for its CI.
 
-    python -m tools.verify [--repo DIR] [--outputs] [--rerun [--tolerance T] [--metrics-only]]
+    python -m tools.verify [--repo DIR] [--outputs] [--rerun [STAGE] [--tolerance T] [--metrics-only]]
 
 Every pipeline (each dvc.yaml and its dvc.lock) is checked. DIR (default: the current folder) may be any folder
 inside the DVC project, which may itself be a sub-folder of a git repository (`dvc init --subdir`).
@@ -12,10 +12,12 @@ named with why: which file changed, which param key (old and new value), which s
 
 --outputs      also: every output present in the working tree (after `dvc pull`) is the one dvc.lock records;
                a missing output is an error (pull it first).
---rerun        also: `dvc repro` from scratch in a temporary clone of HEAD (own empty cache, no remote), then
+--rerun [STAGE] also: `dvc repro` from scratch in a temporary clone of HEAD (own empty cache, no remote), then
                compare each output's hash with the committed dvc.lock and every number in metrics/**/*.json
                with the committed file, within --tolerance (default 1e-6: metrics are rounded to 6 decimals
-               and the same platform must give the same numbers; across CPUs and GPUs use e.g. 0.01).
+               and the same platform must give the same numbers; across CPUs and GPUs use e.g. 0.01). With
+               STAGE, only that stage and those it depends on (e.g. `--rerun evaluate`: the data and the head,
+               not fine-tuning). It first says which stages it will run and roughly how long they take.
 --metrics-only with --rerun: compare the metrics only (another platform cannot give the same output bytes).
 
 Exit status: 0 up to date (it says what it checked), 1 stale or different (each stage, file, key, output and
@@ -31,8 +33,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools import lock_check, verify_rerun
+from tools import lock_check, rerun_plan, verify_rerun
 from transfer.core import signals
+
+EVERY_STAGE = ""  # --rerun without a stage
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -112,7 +116,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.verify", description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=Path("."), help="the DVC project (default: the current folder)")
     parser.add_argument("--outputs", action="store_true", help="also compare the outputs present with dvc.lock")
-    parser.add_argument("--rerun", action="store_true", help="also reproduce from scratch in a clone of HEAD")
+    parser.add_argument(
+        "--rerun",
+        nargs="?",
+        const=EVERY_STAGE,
+        metavar="STAGE",
+        help="also reproduce from scratch in a clone of HEAD: every stage, or STAGE and the stages it depends on",
+    )
     parser.add_argument(
         "--tolerance",
         type=_tolerance,
@@ -121,7 +131,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--metrics-only", action="store_true", help="--rerun: compare metrics, not output hashes")
     args = parser.parse_args(argv)
-    if (args.metrics_only or args.tolerance != verify_rerun.DEFAULT_TOLERANCE) and not args.rerun:
+    if (args.metrics_only or args.tolerance != verify_rerun.DEFAULT_TOLERANCE) and args.rerun is None:
         parser.error("--tolerance and --metrics-only go with --rerun")
     if not args.repo.is_dir():
         parser.error(f"--repo {args.repo}: no such folder")
@@ -155,9 +165,17 @@ def check(args: argparse.Namespace) -> int:
             output_problems, outputs_checked = check_outputs(repo, root)
             problems += output_problems
         problems += uncommitted_locks(repo, root)
-    if args.rerun:
+        if args.rerun is not None:
+            try:
+                stages = rerun_plan.stages_to_run(repo, args.rerun or None)
+            except Exception as error:  # DVC's own error for a stage it does not know
+                print(f"verify: --rerun {args.rerun}: {error}", file=sys.stderr)
+                return 2
+            lock = lock_check._load_lock(root / "dvc.lock")
+            print(f"verify: --rerun {rerun_plan.describe(root, lock, stages)}", flush=True)
+    if args.rerun is not None:
         try:
-            differences = verify_rerun.rerun(root, args.tolerance, not args.metrics_only)
+            differences = verify_rerun.rerun(root, args.tolerance, not args.metrics_only, target=args.rerun or None)
         except verify_rerun.CannotRerun as error:
             print(f"verify: cannot check: the rerun failed: {error}", file=sys.stderr)
             return 2
@@ -183,9 +201,10 @@ def check(args: argparse.Namespace) -> int:
     ]
     if args.outputs:
         done.append(f"{outputs_checked} outputs in the working tree match dvc.lock")
-    if args.rerun:
+    if args.rerun is not None:
         what = "metrics" if args.metrics_only else "output hashes and metrics"
-        done.append(f"a rerun from scratch of HEAD gave the same {what} (tolerance {args.tolerance:g})")
+        scope = f" of {args.rerun} and the stages it depends on" if args.rerun else ""
+        done.append(f"a rerun from scratch{scope} of HEAD gave the same {what} (tolerance {args.tolerance:g})")
     print("verify: OK: " + "; ".join(done))
     return 0
 

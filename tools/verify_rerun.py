@@ -96,10 +96,10 @@ def _locks(project: Path) -> dict[str, dict]:
     return found
 
 
-def _repro(project: Path, timeout: float) -> None:
-    """`dvc repro --force --all-pipelines` in a process group of its own; ended with its stages on any exception
-    here (Ctrl-C, SIGTERM turned into an exception, a timeout)."""
-    args = [sys.executable, "-m", "dvc", "repro", "--force", "--all-pipelines"]
+def _repro(project: Path, timeout: float, target: str | None = None) -> None:
+    """`dvc repro --force` of every pipeline (or of target and the stages it depends on) in a process group of its
+    own; ended with its stages on any exception here (Ctrl-C, SIGTERM turned into an exception, a timeout)."""
+    args = [sys.executable, "-m", "dvc", "repro", "--force", target or "--all-pipelines"]
     process = subprocess.Popen(
         args,
         cwd=project,
@@ -133,9 +133,12 @@ def _end_group(process: subprocess.Popen) -> None:
         return
 
 
-def rerun(root: Path, tolerance: float, outputs: bool = True, workdir: Path | None = None) -> list[str]:
-    """Clone HEAD of the git repository holding the DVC project at root, `dvc repro` every pipeline from scratch,
-    return the differences."""
+def rerun(
+    root: Path, tolerance: float, outputs: bool = True, workdir: Path | None = None, target: str | None = None
+) -> list[str]:
+    """Clone HEAD of the git repository holding the DVC project at root, `dvc repro` every pipeline (or target and
+    what it depends on) from scratch, return the differences. Stages not rerun keep their committed outputs, lock
+    entries and metrics, so they compare equal."""
     work = Path(workdir or tempfile.mkdtemp(prefix="verify-rerun-"))
     clone = work / "clone"
     try:
@@ -150,7 +153,7 @@ def rerun(root: Path, tolerance: float, outputs: bool = True, workdir: Path | No
             # An empty cache of its own (nothing restored from the user's run-cache), no remote used.
             dvc(project, "config", "--local", "cache.dir", str(work / "cache"))
             print(f"verify: dvc repro from scratch in {project} ...", flush=True)
-            _repro(project, timeout=24 * 3600)  # --force: outputs kept in git are there already
+            _repro(project, timeout=24 * 3600, target=target)  # --force: outputs kept in git are there already
         except (CommandFailed, subprocess.TimeoutExpired, OSError, ValueError) as error:
             raise CannotRerun(str(error)) from error
         rerun_locks = _locks(project)

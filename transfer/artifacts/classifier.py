@@ -15,6 +15,9 @@ from urllib.parse import quote, unquote
 from transfer.core import params
 
 PREFIX = "classes"
+# The model's name says which the pipeline delivered (predict reports it): phase one's or phase two's.
+FROZEN, FINETUNED = "classifier", "finetuned_classifier"
+KINDS = {FROZEN: "the head on the frozen backbone", FINETUNED: "fine-tuned: the top backbone blocks and the head"}
 
 
 def classes_layer_name(classes: list[str]) -> str:
@@ -30,9 +33,10 @@ def class_names(model) -> list[str] | None:
     return [unquote(part.replace(".", "%")) for part in parts[1:]]
 
 
-def build_classifier(head, config: params.FeaturesParams, classes: list[str], extractor=None):
+def build_classifier(head, config: params.FeaturesParams, classes: list[str], extractor=None, name=FROZEN):
     """Raw RGB images of any size in, class probabilities out; `extractor` (default: the frozen backbone that
-    features.* names) turns images at features.image_size into pooled features."""
+    features.* names) turns images at features.image_size into pooled features. `name` says which model it is:
+    FROZEN (the head on the frozen backbone) or FINETUNED."""
     import keras
 
     from transfer.features.backbones import build_extractor
@@ -48,4 +52,4 @@ def build_classifier(head, config: params.FeaturesParams, classes: list[str], ex
     # training=False pins BatchNorm to its learned statistics inside the combined graph.
     probabilities = head(extractor(resized, training=False), training=False)
     named = keras.layers.Identity(name=classes_layer_name(classes))(probabilities)
-    return keras.Model(images, named, name="classifier")
+    return keras.Model(images, named, name=name)

@@ -2,7 +2,8 @@
 
 Keras reads KERAS_BACKEND at its first import, so every stage that uses Keras starts with `use(...)`. The
 features stage takes its backend from features.backend; the head stages, export and predict use TensorFlow.
-On a machine with no NVIDIA driver, the CUDA probing noise of TensorFlow's start-up is silenced.
+TensorFlow's C++ log lines stay off the stage's stderr (TF_CPP_MIN_LOG_LEVEL 3, and a filter while its libraries
+load); anything else written there, such as a native crash's own words, still shows.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import gc
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,19 +37,43 @@ def nvidia_driver_present() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
+# Drops absl's INFO and WARNING lines and its banner, passes every other line at once. TensorFlow's native libraries
+# log those while they load, before TF_CPP_MIN_LOG_LEVEL applies ("I0000 00:00:1796619171.658286   23462
+# port.cc:153] oneDNN custom operations are on...", "... cudart_stub.cc:31] Could not find cuda drivers...").
+_STDERR_FILTER = r"""
+import re, sys
+noise = re.compile(rb"WARNING: All log messages before absl::InitializeLog|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
+for line in sys.stdin.buffer:
+    if not noise.match(line):
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+"""
+
+
 @contextlib.contextmanager
-def _native_stderr_silenced():
-    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up lines ("Could not find cuda drivers",
-    oneDNN notices) are printed before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them."""
+def _native_log_filtered():
+    """File descriptor 2 through _STDERR_FILTER, in its own process: what a crash wrote before it killed this one
+    (a library that cannot load, an abort) still comes out, as the filter reads the pipe to its end. Its own
+    session, so that Ctrl-C or DVC stopping the stage does not stop it first."""
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
+    try:
+        command = [sys.executable, "-I", "-S", "-c", _STDERR_FILTER]
+        log_filter = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=2, start_new_session=True)
+    except OSError:  # no process to spare: the lines show, nothing is lost
+        yield
+        return
+    assert log_filter.stdin is not None
+    saved = os.dup(2)
+    os.dup2(log_filter.stdin.fileno(), 2)
     try:
         yield
     finally:
+        sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-        os.close(devnull)
+        log_filter.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a child started meanwhile may hold the pipe open
+            log_filter.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -76,16 +102,16 @@ def use(name: str = "tensorflow"):
     if name not in BACKENDS:
         raise StageError(f"unknown Keras backend {name!r}; choose one of {', '.join(BACKENDS)}")
     os.environ["KERAS_BACKEND"] = name
-    quiet = not nvidia_driver_present()
-    # Level 3 hides TensorFlow's C++ log lines up to errors, e.g. "failed call to cuInit" when it looks for a GPU
-    # or the "NodeDef mentions attribute" notes of Keras' tf.data input: none is actionable, and this project
-    # says itself which device it uses and warns when a GPU is present but unused.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Level 3 hides TensorFlow's C++ log lines up to errors once it has loaded, e.g. "failed call to cuInit" when it
+    # looks for a GPU or the "E0000 ... NodeDef mentions attribute use_unbounded_threadpool" of Keras' tf.data
+    # input in every training: none is actionable, and this project says itself which device it uses and warns
+    # when a GPU is present but unused. Set whatever the environment says: a shell's level 2 still shows E lines.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     try:
-        with _native_stderr_silenced() if quiet else contextlib.nullcontext(), _hidden(NOT_FOR_KERAS, keep=name):
+        with _native_log_filtered(), _hidden(NOT_FOR_KERAS, keep=name):
             import keras
 
-            keras.ops.zeros(1)  # the backend's lazy start-up happens here, inside the silence
+            keras.ops.zeros(1)  # the backend's lazy start-up happens here, inside the filter
         # Keras and its backend leave millions of objects that live as long as the process. Python's cyclic garbage
         # collector would traverse them all at every full collection and again at exit (about 2 s per process for
         # TensorFlow, more than a head's training); frozen, it skips them. Nothing frozen here is garbage.

@@ -1,4 +1,5 @@
-"""How much memory this process may still use: MemAvailable, and the tightest cgroup limit above it (v2 or v1).
+"""How much memory this process may still use: the machine's available memory (psutil), and the tightest cgroup
+limit above this process (v2 or v1), which psutil does not read.
 
 Shared by the stages that check their peak before they spend it: features (transfer/features/memory.py), train
 (transfer/head/memory.py) and finetune (transfer/finetune/memory.py).
@@ -6,20 +7,15 @@ Shared by the stages that check their peak before they spend it: features (trans
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import psutil
 
 GIB, MIB = 2**30, 2**20
 UNLIMITED = 2**60  # cgroup v1 writes "no limit" as 9223372036854771712
-
-
-def _meminfo(path: Path) -> int | None:
-    try:
-        for line in path.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+# psutil's `available` is MemAvailable from /proc/meminfo on Linux.
+MACHINE = "MemAvailable in /proc/meminfo" if sys.platform == "linux" else "the memory the system reports available"
 
 
 def _read_int(path: Path, key: str | None = None) -> int | None:
@@ -63,18 +59,16 @@ def _cgroup_room(proc: Path, root: Path) -> tuple[int, str] | None:
     return min(rooms) if rooms else None
 
 
-def available_memory(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[int, str] | None:
-    """(bytes this process can still use, where that figure comes from), or None where Linux does not say."""
-    offers = []
-    free = _meminfo(proc / "meminfo")
-    if free is not None:
-        offers.append((free, "MemAvailable in /proc/meminfo"))
+def available_memory(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[int, str]:
+    """(bytes this process can still use, where that figure comes from): the lower of the machine's available
+    memory and the room under this process's cgroup limit (`proc` holds self/cgroup)."""
+    offers = [(psutil.virtual_memory().available, MACHINE)]
     room = _cgroup_room(proc, cgroup_root)
     if room is not None:
         offers.append(room)
-    return min(offers) if offers else None
+    return min(offers)
 
 
 def current_usage() -> int:
-    """Resident memory of this process now, in bytes (0 where Linux does not say)."""
-    return (_read_int(Path("/proc/self/status"), "VmRSS:") or 0) * 1024
+    """Resident memory of this process now, in bytes."""
+    return psutil.Process().memory_info().rss

@@ -102,8 +102,8 @@ class DataParams(Section):
             return ()
         if isinstance(value, list) and any(isinstance(v, bool) for v in value):
             raise ValueError(
-                "must be a list of folder names; YAML reads unquoted yes/no/on/off/true/false as booleans, so "
-                "quote such names (e.g. ['no', 'On'])"
+                "must be a list of folder names; YAML reads unquoted true and false as booleans, so quote such "
+                "names (e.g. ['true'])"
             )
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ValueError("must be a list of folder names, e.g. [BACKGROUND_Google], or []")
@@ -152,7 +152,7 @@ class TrainParams(Section):
 class FinetuneParams(Section):
     section: ClassVar[str] = "finetune"
     epochs: int = Field(
-        ge=0, le=100_000, description="fine-tuning passes over the training images; 0 gives the head's predictions"
+        ge=0, le=100_000, description="fine-tuning passes over the training images; 0: none, the head is delivered"
     )
     learning_rate: Positive = Field(description="Adam's learning rate for the unfrozen layers and the head (1e-5)")
     unfreeze: int = Field(

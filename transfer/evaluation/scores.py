@@ -6,7 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from transfer.core.errors import StageError
 from transfer.core.files import write_csv, write_json
+from transfer.core.manifests import read_manifest
+from transfer.evaluation.numpy_forward import predict
+from transfer.features.cache import load_classes, load_part
 
 
 def score(labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -67,3 +71,20 @@ def write_results(
 def summary(stage: str, results: dict) -> str:
     values = (f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in results.items())
     return f"{stage}: " + ", ".join(values)
+
+
+def score_head(features_dir: Path, split_dir: Path, head_path: Path, metrics_dir: Path, images_dir: Path) -> dict:
+    """Score a trained head on the cached test features (NumPy, no Keras) and write the results to metrics_dir (the
+    top losses drawn from images_dir)."""
+    if not Path(head_path).is_file():
+        raise StageError(f"{head_path} not found; run `dvc repro train` first")
+    classes = load_classes(features_dir)
+    features, labels = load_part(features_dir, "test")
+    probabilities = np.asarray(predict(head_path, features), dtype=np.float64)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax sums drift from 1
+    paths = read_manifest(split_dir, "test")["path"].tolist()
+    if len(paths) != len(labels):
+        raise StageError(
+            f"{split_dir}/test.csv lists {len(paths)} images, the cached features {len(labels)}; rerun `dvc repro`"
+        )
+    return write_results(metrics_dir, labels, probabilities, classes, paths, images_dir)

@@ -79,20 +79,3 @@ def build(features: params.FeaturesParams, config: params.FinetuneParams, head):
     )
     model.optimizer.build(model.trainable_variables)  # its state exists from the start: a checkpoint restores it
     return model, extractor, unfrozen
-
-
-def export_copy(extractor, features: params.FeaturesParams):
-    """The trained extractor rebuilt in float32 (on a GPU it trained in mixed precision) with the trained weights,
-    frozen as the exported classifier's is."""
-    import keras
-
-    from transfer.features.backbones import build_extractor
-
-    policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")
-    try:
-        fresh = build_extractor(features.backbone, None, features.image_size)
-    finally:
-        keras.mixed_precision.set_dtype_policy(policy)
-    fresh.set_weights(extractor.get_weights())
-    return fresh

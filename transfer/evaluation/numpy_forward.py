@@ -109,7 +109,8 @@ def _forward(path: Path, layers, x: np.ndarray) -> np.ndarray:
             x = (x - mean) / deviation
         else:
             raise StageError(
-                f"{path}: layer {kind} is not supported by the NumPy forward pass (transfer/head/numpy_forward.py)"
+                f"{path}: layer {kind} is not supported by the NumPy forward pass "
+                "(transfer/evaluation/numpy_forward.py)"
             )
         x = x.astype(np.float32, copy=False)
     return x
