@@ -25,13 +25,13 @@ from pathlib import Path
 
 from transfer.core import cli, params, signals
 from transfer.core.errors import StageError
-from transfer.core.files import atomic_output, remove, write_json
+from transfer.core.files import remove
 from transfer.evaluation.scores import score_head, summary, write_results
 from transfer.features.cache import load_classes
 from transfer.finetune import loop
 from transfer.finetune.curves import write_curves
 from transfer.finetune.data import manifests
-from transfer.finetune.weights import SUMMARY, WEIGHTS, save
+from transfer.finetune.weights import NOTHING_TRAINED, write_record
 
 
 def _fingerprint(sections: list, head_path: Path, data: dict, classes: list[str]) -> str:
@@ -87,15 +87,6 @@ def train(images_dir, split_dir, features_dir, head_path, out_dir, metrics_dir, 
     return results, record
 
 
-def write_record(out_dir: Path, record: dict, tuned: tuple[list, list] | None = None) -> None:
-    """models/finetuned/: summary.json, and the weights of the backbone and head when fine-tuning kept an epoch."""
-    with atomic_output(Path(out_dir)) as tmp:
-        tmp.mkdir()
-        write_json(tmp / SUMMARY, record if tuned else {**record, "unfrozen_blocks": []})
-        if tuned:
-            save(tmp / WEIGHTS, *tuned)
-
-
 def finetune(images_dir, split_dir, features_dir, head_path, out_dir, metrics_dir, features, config) -> dict:
     if not Path(head_path).is_file():
         raise StageError(f"{head_path} not found; run `dvc repro train` first")
@@ -105,7 +96,7 @@ def finetune(images_dir, split_dir, features_dir, head_path, out_dir, metrics_di
     else:  # no fine-tuning: the head's scores, exactly as evaluate writes them, and a record saying so
         results = score_head(features_dir, split_dir, head_path, metrics_dir, images_dir)
         write_curves(Path(metrics_dir) / "train", [])
-        write_record(out_dir, {"epochs_trained": 0, "best_epoch": 0, "unfrozen_blocks": []})
+        write_record(out_dir, NOTHING_TRAINED)
         kept = "finetune.epochs is 0: the head on the frozen backbone"
     print(summary("finetune", results) + f" ({kept})")
     return results
