@@ -222,7 +222,7 @@ def run_pipeline(runner: Runner, python: str, step: str, folder: Path, images: P
     )
     evaluate_s, _, _ = runner(
         f"{step}_evaluate",
-        [python, "-m", "stages.evaluate", "data/features", split, "models/head.keras", "metrics"],
+        [python, "-m", "stages.evaluate", "data/features", split, images, "models/head.keras", "metrics"],
         folder,
     )
     test = json.loads((folder / "metrics" / "test.json").read_text())
@@ -341,7 +341,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     evaluate2_s, _, _ = runner(
         "3_evaluate",
-        [python, "-m", "stages.evaluate", "data/features", work / "split", "models/head.keras", "metrics"],
+        [python, "-m", "stages.evaluate", "data/features", work / "split", images, "models/head.keras", "metrics"],
         pipeline,
     )
     head_only_test = json.loads((pipeline / "metrics" / "test.json").read_text())

@@ -25,13 +25,13 @@ from pathlib import Path
 
 from transfer.core import cli, params, signals
 from transfer.core.errors import StageError
-from transfer.core.files import atomic_output, remove, write_json
+from transfer.core.files import remove
 from transfer.evaluation.scores import score_head, summary, write_results
 from transfer.features.cache import load_classes
 from transfer.finetune import loop
 from transfer.finetune.curves import write_curves
 from transfer.finetune.data import manifests
-from transfer.finetune.weights import SUMMARY, WEIGHTS, save
+from transfer.finetune.weights import NOTHING_TRAINED, write_record
 
 
 def _fingerprint(sections: list, head_path: Path, data: dict, classes: list[str]) -> str:
@@ -75,24 +75,16 @@ def train(images_dir, split_dir, features_dir, head_path, out_dir, metrics_dir, 
         history = loop.fit(model, dec, data, config, checkpoint)
         if history.best_epoch:
             files, labels, names = data["test"]
-            results = write_results(metrics_dir, labels, loop.predict(model, dec, files), classes, names)
+            predicted = loop.predict(model, dec, files)
+            results = write_results(metrics_dir, labels, predicted, classes, names, images_dir)
     if not history.best_epoch:  # no epoch beat the warm start: the head on the frozen backbone stays the model
-        results = score_head(features_dir, split_dir, head_path, metrics_dir)
+        results = score_head(features_dir, split_dir, head_path, metrics_dir, images_dir)
     write_curves(Path(metrics_dir) / "train", history.epochs)
     record = {"epochs_trained": len(history.epochs), "best_epoch": history.best_epoch, "unfrozen_blocks": unfrozen}
     tuned = (extractor.get_weights(), head.get_weights()) if history.best_epoch else None
     write_record(out_dir, record, tuned)
     remove(scratch)
     return results, record
-
-
-def write_record(out_dir: Path, record: dict, tuned: tuple[list, list] | None = None) -> None:
-    """models/finetuned/: summary.json, and the weights of the backbone and head when fine-tuning kept an epoch."""
-    with atomic_output(Path(out_dir)) as tmp:
-        tmp.mkdir()
-        write_json(tmp / SUMMARY, record if tuned else {**record, "unfrozen_blocks": []})
-        if tuned:
-            save(tmp / WEIGHTS, *tuned)
 
 
 def finetune(images_dir, split_dir, features_dir, head_path, out_dir, metrics_dir, features, config) -> dict:
@@ -102,9 +94,9 @@ def finetune(images_dir, split_dir, features_dir, head_path, out_dir, metrics_di
         results, record = train(images_dir, split_dir, features_dir, head_path, out_dir, metrics_dir, features, config)
         kept = f"best epoch {record['best_epoch']} of {record['epochs_trained']}"
     else:  # no fine-tuning: the head's scores, exactly as evaluate writes them, and a record saying so
-        results = score_head(features_dir, split_dir, head_path, metrics_dir)
+        results = score_head(features_dir, split_dir, head_path, metrics_dir, images_dir)
         write_curves(Path(metrics_dir) / "train", [])
-        write_record(out_dir, {"epochs_trained": 0, "best_epoch": 0, "unfrozen_blocks": []})
+        write_record(out_dir, NOTHING_TRAINED)
         kept = "finetune.epochs is 0: the head on the frozen backbone"
     print(summary("finetune", results) + f" ({kept})")
     return results

@@ -11,7 +11,7 @@ import pytest
 
 from synthetic.datasets import make_image_folders
 from synthetic.repos import ROOT, small_params, subprocess_env
-from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, run_stage
+from tests.helpers import run_stage
 from transfer.core import devices
 from transfer.core.errors import StageError
 
@@ -127,36 +127,3 @@ def test_a_driver_without_a_visible_gpu_is_warned_about(monkeypatch, capsys):
     warning = capsys.readouterr().err
     assert "an NVIDIA driver is installed but tensorflow sees no GPU" in warning
     assert "pip install -r requirements-gpu.txt" in warning
-
-
-@pytest.mark.e2e
-def test_the_exported_classifier_loads_and_agrees_on_jax(feature_cache, tmp_path):
-    from stages.export import export
-    from stages.train import train
-    from transfer.artifacts.predict import load_classifier
-    from transfer.core.params import FeaturesParams, TrainParams
-
-    train(feature_cache["features"], tmp_path / "head.keras", tmp_path / "live", TrainParams(**SMALL_TRAIN))
-    export(
-        tmp_path / "head.keras",
-        feature_cache["features"],
-        tmp_path / "classifier.keras",
-        FeaturesParams(**SMALL_FEATURES),
-    )
-    images = np.random.default_rng(0).integers(0, 256, (3, 50, 40, 3)).astype(np.uint8)
-    np.save(tmp_path / "images.npy", images)
-    model, _, _ = load_classifier(tmp_path / "classifier.keras")
-    on_tensorflow = np.asarray(model.predict_on_batch(images))
-    code = (
-        "import sys, numpy as np\n"
-        "from transfer.core import devices\n"
-        "keras = devices.use('jax')\n"
-        "import transfer.features.backbones\n"
-        f"model = keras.models.load_model({str(tmp_path / 'classifier.keras')!r}, compile=False)\n"
-        f"images = np.load({str(tmp_path / 'images.npy')!r})\n"
-        f"np.save({str(tmp_path / 'jax.npy')!r}, np.asarray(model.predict_on_batch(images)))\n"
-    )
-    env = {**subprocess_env(), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), on_tensorflow, atol=1e-5)

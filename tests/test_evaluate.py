@@ -13,6 +13,7 @@ from stages.train import train
 from tests.helpers import SMALL_TRAIN
 from transfer.core.errors import StageError
 from transfer.core.params import TrainParams
+from transfer.evaluation.pictures import top_losses
 from transfer.evaluation.scores import score
 
 METRIC_KEYS = {"accuracy", "loss", "top5_accuracy", "balanced_accuracy", "macro_f1", "n_test"}
@@ -38,11 +39,26 @@ def test_top5_counts_the_label_among_the_five_most_likely():
     assert result["top5_accuracy"] == 0.5
 
 
+def test_top_losses_are_the_images_with_the_highest_loss_first():
+    labels = np.array([0, 1, 2, 0, 1])
+    # True-class probabilities 0.9, 0.1, 0.5, 0.1, 0.02: losses rank 4, then 1 and 3 (a tie, by index), then 2.
+    probabilities = np.array(
+        [[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.25, 0.25, 0.5], [0.1, 0.3, 0.6], [0.49, 0.02, 0.49]]
+    )
+    assert top_losses(labels, probabilities).tolist() == [4, 1, 3, 2, 0]
+    assert top_losses(labels, probabilities, count=2).tolist() == [4, 1]
+
+
+def inputs(cache: dict) -> tuple[Path, Path, Path]:
+    """evaluate's first arguments from a feature cache: the features, the split and the images."""
+    return cache["features"], cache["split"], cache["images"]
+
+
 @pytest.fixture(scope="module")
 def evaluated(feature_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated")
     train(feature_cache["features"], out / "head.keras", out / "live", TrainParams(**SMALL_TRAIN))
-    evaluate(feature_cache["features"], feature_cache["split"], out / "head.keras", out / "metrics")
+    evaluate(*inputs(feature_cache), out / "head.keras", out / "metrics")
     return out / "metrics"
 
 
@@ -66,11 +82,13 @@ def test_per_class_table_predictions_and_confusion_png(evaluated, feature_cache)
     assert (predictions.actual == predictions.predicted).mean() == pytest.approx(accuracy, abs=1e-6)
     with Image.open(evaluated / "confusion_matrix.png") as png:
         assert png.format == "PNG" and min(png.size) >= 400
+    with Image.open(evaluated / "top_losses.png") as png:  # 12 test images, 4 to a row
+        assert png.format == "PNG" and png.size[0] >= 800 and png.size[1] >= 600
 
 
 def test_missing_model_names_the_stage_to_run(feature_cache, tmp_path):
     with pytest.raises(StageError, match=r"run `dvc repro train`"):
-        evaluate(feature_cache["features"], feature_cache["split"], tmp_path / "head.keras", tmp_path)
+        evaluate(*inputs(feature_cache), tmp_path / "head.keras", tmp_path)
 
 
 GOLDEN = json.loads((Path(__file__).with_name("head_golden.json")).read_text(encoding="utf-8"))
@@ -131,5 +149,5 @@ def test_a_head_trained_on_other_features_is_an_error_naming_the_file(feature_ca
     cache = write_feature_cache(tmp_path / "other")  # 48 features per image; the session's cache has 2048
     train(cache["features"], tmp_path / "head.keras", tmp_path / "live", TrainParams(**{**SMALL_TRAIN, "epochs": 1}))
     with pytest.raises(StageError, match=r"head\.keras takes 48 features per image, the cached features have 2048"):
-        evaluate(feature_cache["features"], feature_cache["split"], tmp_path / "head.keras", tmp_path / "metrics")
+        evaluate(*inputs(feature_cache), tmp_path / "head.keras", tmp_path / "metrics")
     assert not (tmp_path / "metrics").exists()

@@ -20,14 +20,20 @@ from transfer.core.images import load_image
 from transfer.core.manifests import read_manifests
 from transfer.core.params import FeaturesParams, TrainParams
 from transfer.features.cache import load_classes, load_part
+from transfer.finetune.weights import NOTHING_TRAINED, write_record
 
 
 @pytest.fixture(scope="module")
 def exported(feature_cache, tmp_path_factory):
+    """A logistic head (scikit-learn: no TensorFlow training) on the session's features, exported with nothing
+    fine-tuned."""
     models = tmp_path_factory.mktemp("models")
-    train(feature_cache["features"], models / "head.keras", models / "live", TrainParams(**SMALL_TRAIN))
+    config = TrainParams(**{**SMALL_TRAIN, "head": "logistic"})
+    train(feature_cache["features"], models / "head.keras", models / "live", config)
+    write_record(models / "finetuned", NOTHING_TRAINED)
+    features = FeaturesParams(**SMALL_FEATURES)
     export(
-        models / "head.keras", feature_cache["features"], models / "classifier.keras", FeaturesParams(**SMALL_FEATURES)
+        models / "head.keras", models / "finetuned", feature_cache["features"], models / "classifier.keras", features
     )
     return models
 

@@ -35,7 +35,7 @@ def heads(feature_cache, root: Path, head: str, epochs: int) -> dict[str, Path]:
     train(
         paths["features"], paths["head"], root / "live", TrainParams(**{**SMALL_TRAIN, "head": head, "epochs": epochs})
     )
-    evaluate(paths["features"], paths["split"], paths["head"], paths["head_metrics"])
+    evaluate(paths["features"], paths["split"], paths["images"], paths["head"], paths["head_metrics"])
     return paths
 
 

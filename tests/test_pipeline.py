@@ -24,7 +24,8 @@ from tests.helpers import SMALL_FEATURES, SMALL_TRAIN, dvc, fetch
 from transfer.core.params import FeaturesParams, TrainParams
 from transfer.features.cache import load_classes
 
-STAGES = ["source", "download", "extract", "split", "features", "train", "evaluate", "finetune", "export"]
+STAGES = ["source", "download", "extract", "split", "features", "audit", "train", "evaluate", "finetune", "export"]
+AUDIT_OUTPUTS = ["duplicates.csv", "label_issues.csv", "summary.json", "duplicates.png", "label_issues.png"]
 
 
 def repro(repo: Path) -> str:
@@ -45,6 +46,11 @@ def test_repro_runs_every_stage_and_writes_metrics(reproduced):
     assert (path / "data" / "raw" / "caltech-101.zip").is_file()
     for output in ("models/head.keras", "models/classifier.keras", "metrics/confusion_matrix.png"):
         assert (path / output).is_file()
+    assert (path / "metrics/top_losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The data audit ran beside train (tests/test_audit.py checks what it finds): every image, every output.
+    audit = json.loads((path / "metrics/audit/summary.json").read_text())
+    assert audit["images"] == sum(data["images_per_class"].values()) and audit["label_issues"]["checked_classes"] == 5
+    assert sorted(p.name for p in (path / "metrics/audit").iterdir()) == sorted(AUDIT_OUTPUTS)
 
 
 @pytest.mark.e2e
@@ -71,6 +77,9 @@ def test_metrics_and_plots_are_declared(reproduced, tmp_path):
     (workspace,) = shown.values()
     assert workspace["data"]["metrics/test.json"]["data"] == json.loads((path / "metrics/test.json").read_text())
     assert "metrics/train/metrics.json" in workspace["data"]
+    audit = json.loads((path / "metrics/audit/summary.json").read_text())
+    shown = {key: value for key, value in audit.items() if value != {}}  # DVC leaves out an empty per_class
+    assert workspace["data"]["metrics/audit/summary.json"]["data"] == shown
     # The delivered classifier's test metrics beside the head's: the head's own at finetune.epochs 0.
     finetuned = workspace["data"]["metrics/finetune/test.json"]["data"]
     assert finetuned == workspace["data"]["metrics/test.json"]["data"]
@@ -80,7 +89,9 @@ def test_metrics_and_plots_are_declared(reproduced, tmp_path):
     assert "errors" not in plots, plots["errors"]
     data = plots["data"]
     titles = {"Loss per epoch", "Accuracy per epoch", "Test confusion matrix", "metrics/confusion_matrix.png"}
-    titles |= {"Fine-tuning loss per epoch", "metrics/finetune/confusion_matrix.png"}
+    titles |= {"Fine-tuning loss per epoch", "metrics/finetune/confusion_matrix.png", "metrics/top_losses.png"}
+    titles |= {"metrics/finetune/top_losses.png"}
+    titles |= {"metrics/audit/label_issues.png", "metrics/audit/duplicates.png"}
     assert set(data) == titles
     epochs = read_params(path)["train"]["epochs"]
     for title in ("Loss per epoch", "Accuracy per epoch"):
@@ -143,7 +154,8 @@ def test_own_data_three_classes_of_pngs_at_the_top_level(tmp_path, server):
     # (the logistic head gets 1.0 on the same features); 30 epochs, as in small_params(), learn these classes.
     config = TrainParams(**{**SMALL_TRAIN, "epochs": 30})
     train(tmp_path / "features", tmp_path / "head.keras", tmp_path / "live", config)
-    metrics = evaluate(tmp_path / "features", tmp_path / "split", tmp_path / "head.keras", tmp_path / "metrics")
+    paths = [tmp_path / name for name in ("features", "split", "images", "head.keras", "metrics")]
+    metrics = evaluate(*paths)
     assert metrics["n_test"] == 9 and metrics["accuracy"] > 0.5  # chance is 1/3
 
 

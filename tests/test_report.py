@@ -9,6 +9,7 @@ the F1 table has rows.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import stat
 import subprocess
@@ -123,6 +124,11 @@ def test_report_shows_metrics_params_f1_changes_and_the_image(project):
     image = section(markdown, "Confusion matrix")
     assert "![Test confusion matrix, row-normalised](metrics/confusion_matrix.png)" in image
     assert (repo / "metrics/confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    losses = section(markdown, "Test images with the highest loss")
+    assert "![Test images with the highest loss](metrics/top_losses.png)" in losses
+    audit = section(markdown, "Data audit")
+    assert "near-duplicate pairs" in audit and "![Near-duplicate pairs](metrics/audit/duplicates.png)" in audit
+    assert any(line.startswith("| metrics/audit/summary.json") for line in rows)  # the audit's counts, diffed
 
     same = report_cli(repo, "short", "--top", "1").stdout
     assert "No parameter changed since `short`" in same
@@ -166,6 +172,21 @@ def test_report_fails_clearly_without_metrics_or_git(tmp_path):
     )
     with pytest.raises(StageError, match=r"metrics/test.json not found: run `dvc repro`"):
         report_tool.report(tmp_path, "main")
+
+
+def test_the_audit_section_states_the_counts_and_links_the_pictures(tmp_path):
+    assert "run `dvc repro audit`" in "\n".join(report_tool.audit_section(tmp_path, None))
+    folder = tmp_path / "metrics" / "audit"
+    folder.mkdir(parents=True)
+    duplicates = {"pairs": 5, "pairs_across_split": 3, "test_images_with_a_duplicate_outside_test": 2}
+    summary = {"images": 120, "duplicates": duplicates, "label_issues": {"images": 4, "in_test": 1}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "label_issues.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    text = "\n".join(report_tool.audit_section(tmp_path, None))
+    assert "5 near-duplicate pairs, 3 across train/val/test (2 test images have a near-copy outside test)" in text
+    assert "4 likely label errors (1 in test) among 120 images" in text
+    assert "![Likely label errors](metrics/audit/label_issues.png)" in text
+    assert "duplicates.png" not in text  # a picture that is not there is not linked
 
 
 def test_f1_changes_orders_by_size_and_lists_added_and_removed_classes():
@@ -219,10 +240,10 @@ def test_report_workflow_steps_pull_from_the_secret_remote_report_and_comment(pr
 
     summary = tmp_path / "summary.md"
     base = git(repo, "rev-parse", "origin/main").stdout.strip()
-    image_url = "https://github.com/o/r/raw/abc/metrics/confusion_matrix.png"
+    image_base = "https://github.com/o/r/raw/abc"
     env = {
         "BASE_SHA": base,
-        "IMAGE_URL": image_url,
+        "IMAGE_BASE": image_base,
         "RUN_URL": "https://github.com/o/r/actions/runs/1",
         "GITHUB_STEP_SUMMARY": str(summary),
     }
@@ -230,7 +251,8 @@ def test_report_workflow_steps_pull_from_the_secret_remote_report_and_comment(pr
     assert reported.returncode == 0, reported.stderr[-4000:]
     body = (repo / "report.md").read_text()
     assert body.startswith("## DVC report") and f"against `{base}`" in body
-    assert f"![Test confusion matrix, row-normalised]({image_url})" in body
+    assert f"![Test confusion matrix, row-normalised]({image_base}/metrics/confusion_matrix.png)" in body
+    assert f"![Likely label errors]({image_base}/metrics/audit/label_issues.png)" in body
     assert "train.epochs" in body and "balanced_accuracy" in body
     assert body.rstrip().endswith("[the workflow run](https://github.com/o/r/actions/runs/1).")
     assert summary.read_text() == body

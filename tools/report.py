@@ -1,14 +1,16 @@
 """A Markdown report of what the working tree changes against a git revision: the pull-request comment.
 
-    python -m tools.report BASE_REV [--repo DIR] [--top N] [--image-url URL]
+    python -m tools.report BASE_REV [--repo DIR] [--top N] [--image-base URL]
 
-Prints to stdout: `dvc metrics diff BASE_REV --all --md` (every metric of metrics/test.json and
-metrics/train/metrics.json, balanced_accuracy included, changed or not), `dvc params diff BASE_REV --md`,
-the N classes whose F1 changed most (metrics/per_class.csv at BASE_REV, read with `git show`, against the
-working tree), and metrics/confusion_matrix.png as a Markdown image. The same command runs on a laptop and
-in .github/workflows/report.yml; it only reads git and the metrics files, so run `dvc repro` (or
-`dvc pull`) first. The image link is the file's path unless --image-url gives a URL (CI passes the file's
-raw URL at the pull request's head commit, since a comment cannot embed a file from the runner).
+Prints to stdout: `dvc metrics diff BASE_REV --all --md` (every metric of metrics/test.json,
+metrics/train/metrics.json and the data audit's metrics/audit/summary.json, changed or not),
+`dvc params diff BASE_REV --md`, the N classes whose F1 changed most (metrics/per_class.csv at BASE_REV, read
+with `git show`, against the working tree), metrics/confusion_matrix.png and metrics/top_losses.png, and the data
+audit (its counts, metrics/audit/duplicates.png and label_issues.png) as Markdown images. The same command runs on
+a laptop and in .github/workflows/report.yml; it only reads git and the metrics files, so run `dvc repro` (or
+`dvc pull`) first. Each image link is the file's path unless --image-base gives the URL the files are served from
+(CI passes the repository's raw URL at the pull request's head commit, since a comment cannot embed a file from the
+runner).
 Exit status: 0 report printed, 1 a problem (unknown revision, no metrics, dvc failed), 2 bad usage.
 """
 
@@ -29,6 +31,9 @@ from transfer.core.redact import redact_text
 TEST_METRICS = "metrics/test.json"
 PER_CLASS = "metrics/per_class.csv"
 CONFUSION_IMAGE = "metrics/confusion_matrix.png"
+TOP_LOSSES_IMAGE = "metrics/top_losses.png"
+AUDIT_SUMMARY = "metrics/audit/summary.json"
+AUDIT_IMAGES = ("metrics/audit/duplicates.png", "metrics/audit/label_issues.png")
 
 
 def _command(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -110,13 +115,47 @@ def f1_section(repo: Path, base: str, top: int) -> list[str]:
     return [*lines, ""]
 
 
-def image_section(repo: Path, image_url: str | None) -> list[str]:
-    lines = ["### Confusion matrix", ""]
-    if not (repo / CONFUSION_IMAGE).is_file():
-        return [*lines, f"`{CONFUSION_IMAGE}` not found: run `dvc repro evaluate`.", ""]
-    lines += [f"![Test confusion matrix, row-normalised]({image_url or CONFUSION_IMAGE})", ""]
-    if image_url and _command(repo, "git", "diff", "--quiet", "HEAD", "--", CONFUSION_IMAGE).returncode != 0:
-        lines += [f"The link shows the committed `{CONFUSION_IMAGE}`; the one just reproduced differs from it.", ""]
+def image_lines(repo: Path, path: str, alt: str, image_base: str | None) -> list[str]:
+    """A Markdown image of the file at `path`, linked under image_base when given, with a note when the working tree's
+    file differs from the committed one that the link shows."""
+    link = f"{image_base.rstrip('/')}/{path}" if image_base else path
+    lines = [f"![{alt}]({link})", ""]
+    if image_base and _command(repo, "git", "diff", "--quiet", "HEAD", "--", path).returncode != 0:
+        lines += [f"The link shows the committed `{path}`; the one just reproduced differs from it.", ""]
+    return lines
+
+
+def image_section(repo: Path, image_base: str | None) -> list[str]:
+    lines = []
+    for title, path, alt, stage in (
+        ("Confusion matrix", CONFUSION_IMAGE, "Test confusion matrix, row-normalised", "evaluate"),
+        ("Test images with the highest loss", TOP_LOSSES_IMAGE, "Test images with the highest loss", "evaluate"),
+    ):
+        lines += [f"### {title}", ""]
+        if (repo / path).is_file():
+            lines += image_lines(repo, path, alt, image_base)
+        else:
+            lines += [f"`{path}` not found: run `dvc repro {stage}`.", ""]
+    return lines
+
+
+def audit_section(repo: Path, image_base: str | None) -> list[str]:
+    """The data audit's counts in words and its two pictures (the counts are in the metrics table too)."""
+    lines = ["### Data audit", ""]
+    if not (repo / AUDIT_SUMMARY).is_file():
+        return [*lines, f"`{AUDIT_SUMMARY}` not found: run `dvc repro audit`.", ""]
+    summary = json.loads((repo / AUDIT_SUMMARY).read_text(encoding="utf-8"))
+    pairs, errors = summary["duplicates"], summary["label_issues"]
+    lines += [
+        f"{pairs['pairs']} near-duplicate pairs, {pairs['pairs_across_split']} across train/val/test "
+        f"({pairs['test_images_with_a_duplicate_outside_test']} test images have a near-copy outside test); "
+        f"{errors['images']} likely label errors ({errors['in_test']} in test) among {summary['images']} images. "
+        "The lists: `metrics/audit/duplicates.csv`, `metrics/audit/label_issues.csv`; what to do: docs/audit.md.",
+        "",
+    ]
+    for path, alt in zip(AUDIT_IMAGES, ("Near-duplicate pairs", "Likely label errors"), strict=True):
+        if (repo / path).is_file():
+            lines += image_lines(repo, path, alt, image_base)
     return lines
 
 
@@ -125,14 +164,15 @@ def stale_notes(repo: Path) -> list[str]:
     notes = []
     # The stages the metrics come from (evaluate and its upstream); the export is stale after any head change
     # until someone exports, which says nothing about the metrics.
-    status_text = _dvc(repo, "status", "--with-deps", "evaluate", "--json")
+    status_text = _dvc(repo, "status", "--with-deps", "evaluate", "audit", "--json")
     status = json.loads(status_text[status_text.index("{") :]) if "{" in status_text else {}
     if status:
         notes.append(
             f"> **Warning:** `dvc status` reports changed stages ({', '.join(sorted(status))}): "
             "the metrics below are not up to date; run `dvc repro`."
         )
-    tracked = ("dvc.lock", "metrics/train/metrics.json", TEST_METRICS, PER_CLASS, CONFUSION_IMAGE)
+    tracked = ("dvc.lock", "metrics/train/metrics.json", TEST_METRICS, PER_CLASS, CONFUSION_IMAGE, TOP_LOSSES_IMAGE)
+    tracked += (AUDIT_SUMMARY, *AUDIT_IMAGES)
     changed = _command(repo, "git", "status", "--porcelain", "--", *tracked).stdout.splitlines()
     if changed:
         paths = ", ".join(f"`{line[3:]}`" for line in changed)
@@ -140,7 +180,7 @@ def stale_notes(repo: Path) -> list[str]:
     return [*notes, ""] if notes else []
 
 
-def report(repo: Path, base_rev: str, top: int = 10, image_url: str | None = None) -> str:
+def report(repo: Path, base_rev: str, top: int = 10, image_base: str | None = None) -> str:
     repo = Path(repo).resolve()
     base_commit = resolve_revision(repo, base_rev)
     for path in (TEST_METRICS, PER_CLASS):
@@ -165,13 +205,14 @@ def report(repo: Path, base_rev: str, top: int = 10, image_url: str | None = Non
         ),
         "",
         *f1_section(repo, base_rev, top),
-        *image_section(repo, image_url),
+        *image_section(repo, image_base),
+        *audit_section(repo, image_base),
     ]
     return "\n".join(lines)
 
 
-def main(base_rev: str, repo: Path, top: int, image_url: str | None) -> None:
-    print(report(repo, base_rev, top, image_url))
+def main(base_rev: str, repo: Path, top: int, image_base: str | None) -> None:
+    print(report(repo, base_rev, top, image_base))
 
 
 if __name__ == "__main__":
@@ -179,8 +220,10 @@ if __name__ == "__main__":
     parser.add_argument("base_rev", help="the git revision to compare against (a branch, tag or commit)")
     parser.add_argument("--repo", type=Path, default=Path("."), help="the project's checkout (default: .)")
     parser.add_argument("--top", type=int, default=10, help="how many classes to list by F1 change (default 10)")
-    parser.add_argument("--image-url", help="where the comment's confusion-matrix image points (default: its path)")
+    parser.add_argument(
+        "--image-base", help="the URL the metrics/ images are served from, + their paths (default: the paths alone)"
+    )
     args = parser.parse_args()
     if args.top < 1:
         parser.error("--top must be at least 1")
-    run(lambda: main(args.base_rev, args.repo, args.top, args.image_url))
+    run(lambda: main(args.base_rev, args.repo, args.top, args.image_base))

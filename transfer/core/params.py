@@ -166,6 +166,21 @@ class FinetuneParams(Section):
     seed: Seed = Field(description="seed of the shuffling, the augmentation (flip, crop) and dropout")
 
 
+class AuditParams(Section):
+    section: ClassVar[str] = "audit"
+    duplicate_ratio: float = Field(
+        gt=0,
+        le=1,
+        description="near-duplicates: pairs closer than this share of the median nearest-neighbour distance, (0, 1]",
+    )
+    folds: int = Field(ge=2, le=50, description="label errors: cross-validation folds of the out-of-fold model, 2-50")
+    logistic_c: Positive = Field(
+        description="label errors: inverse L2 strength of the out-of-fold logistic regression (scikit-learn's C)"
+    )
+    max_rows: int = Field(ge=1, le=1_000_000, description="rows kept in each audit CSV (the summary counts all)")
+    seed: Seed = Field(description="seed of the cross-validation folds")
+
+
 class Params(BaseModel):
     model_config = ConfigDict(frozen=True)
     data: DataParams
@@ -173,6 +188,7 @@ class Params(BaseModel):
     features: FeaturesParams
     train: TrainParams
     finetune: FinetuneParams
+    audit: AuditParams
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -209,6 +225,8 @@ def _allowed(section: type[Section], name: str) -> str:
         return f"a number strictly between {bound['gt']} and {bound['lt']}"
     if "ge" in bound and "lt" in bound:
         return f"a number in [{bound['ge']}, {bound['lt']})"
+    if "gt" in bound and "le" in bound:
+        return f"a number in ({bound['gt']}, {bound['le']}]"
     return "a positive finite number"
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from transfer.core.files import atomic_output
 
 
-def _fonts_for(names: list[str]) -> tuple[list[str], set[str]]:
+def fonts_for(names: list[str]) -> tuple[list[str], set[str]]:
     """Font families that together draw the names (matplotlib's default first, then any installed font covering
     characters it lacks, e.g. Noto Sans CJK), and the names that no installed font can draw."""
     from matplotlib import font_manager, ft2font, rcParams
@@ -43,7 +43,7 @@ def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: list[st
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    families, undrawable = _fonts_for(classes)
+    families, undrawable = fonts_for(classes)
     shown = [f"#{i}" if name in undrawable else name for i, name in enumerate(classes)]
     from sklearn.metrics import confusion_matrix  # evaluate has imported scikit-learn for its scores already
 

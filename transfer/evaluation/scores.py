@@ -39,9 +39,13 @@ def per_class_rows(labels: np.ndarray, predicted: np.ndarray, classes: list[str]
     return [[name, precision[i], recall[i], f1[i], int(columns[3][i])] for i, name in enumerate(classes)]
 
 
-def write_results(metrics_dir: Path, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], paths) -> dict:
-    """test.json, per_class.csv, predictions.csv and confusion_matrix.png in metrics_dir, from the test images'
-    labels and class probabilities (rows summing to 1); the scores. The fine-tuning stage writes the same."""
+def write_results(
+    metrics_dir: Path, labels: np.ndarray, probabilities: np.ndarray, classes: list[str], paths, images_dir: Path
+) -> dict:
+    """test.json, per_class.csv, predictions.csv, confusion_matrix.png and top_losses.png in metrics_dir, from the
+    test images' labels and class probabilities (rows summing to 1) and their paths under images_dir; the scores.
+    The fine-tuning stage writes the same."""
+    from transfer.evaluation.pictures import plot_top_losses
     from transfer.evaluation.plots import plot_confusion
 
     predicted = probabilities.argmax(axis=1)
@@ -60,6 +64,7 @@ def write_results(metrics_dir: Path, labels: np.ndarray, probabilities: np.ndarr
         zip(paths, names[labels].tolist(), names[predicted].tolist(), strict=True),
     )
     plot_confusion(labels, predicted, classes, metrics_dir / "confusion_matrix.png")
+    plot_top_losses(labels, probabilities, classes, paths, images_dir, metrics_dir / "top_losses.png")
     return results
 
 
@@ -68,8 +73,9 @@ def summary(stage: str, results: dict) -> str:
     return f"{stage}: " + ", ".join(values)
 
 
-def score_head(features_dir: Path, split_dir: Path, head_path: Path, metrics_dir: Path) -> dict:
-    """Score a trained head on the cached test features (NumPy, no Keras) and write the results to metrics_dir."""
+def score_head(features_dir: Path, split_dir: Path, head_path: Path, metrics_dir: Path, images_dir: Path) -> dict:
+    """Score a trained head on the cached test features (NumPy, no Keras) and write the results to metrics_dir (the
+    top losses drawn from images_dir)."""
     if not Path(head_path).is_file():
         raise StageError(f"{head_path} not found; run `dvc repro train` first")
     classes = load_classes(features_dir)
@@ -81,4 +87,4 @@ def score_head(features_dir: Path, split_dir: Path, head_path: Path, metrics_dir
         raise StageError(
             f"{split_dir}/test.csv lists {len(paths)} images, the cached features {len(labels)}; rerun `dvc repro`"
         )
-    return write_results(metrics_dir, labels, probabilities, classes, paths)
+    return write_results(metrics_dir, labels, probabilities, classes, paths, images_dir)

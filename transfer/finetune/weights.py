@@ -38,6 +38,21 @@ def save(path: Path, extractor: list[np.ndarray], head: list[np.ndarray]) -> Non
                 np.lib.format.write_array(out, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def write_record(folder: Path, record: dict, tuned: tuple[list, list] | None = None) -> None:
+    """Write folder (models/finetuned) whole: summary.json, and the backbone's and head's weights (get_weights()
+    lists) when fine-tuning kept an epoch."""
+    from transfer.core.files import atomic_output, write_json
+
+    with atomic_output(Path(folder)) as tmp:
+        tmp.mkdir()
+        write_json(tmp / SUMMARY, record if tuned else {**record, "unfrozen_blocks": []})
+        if tuned:
+            save(tmp / WEIGHTS, *tuned)
+
+
+NOTHING_TRAINED = {"epochs_trained": 0, "best_epoch": 0, "unfrozen_blocks": []}
+
+
 def load(folder: Path) -> Tuned | None:
     """The fine-tuned weights in folder (models/finetuned), or None when fine-tuning kept the head (or never ran)."""
     folder = Path(folder)
