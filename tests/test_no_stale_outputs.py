@@ -56,7 +56,7 @@ def test_params_edited_while_train_runs_fail_it_and_git_status_stays_clean(repro
     text = log.read_text(errors="replace")
     assert process.returncode != 0, text[-4000:]
     assert f"params.yaml changed while the stage ran (train.epochs {LONG_TRAINING} -> 2)" in text, text[-4000:]
-    assert stages_run(text) == ["split", "features", "train"]
+    assert stages_run(text) == ["split", "features", "audit", "train"]
 
     # dvc.lock must not claim the long-trained head was made with epochs: 2.
     assert dvc(repo, "status", "-q", check=False).returncode == 1
