@@ -2,7 +2,8 @@
 
 Each configuration runs in a fresh process: build the backbone (random init), compile it as the stage does
 (transfer/features/compiled_backbone.py), run two batches of the given size, and report the peak resident memory
-(VmHWM) before and after the batches. Prints one JSON line per configuration; `--out` also writes them to a file.
+(VmHWM) before and after the batches. Prints one JSON line per configuration; `--out` also writes them, as one JSON
+document, to a file.
 
     python -m benchmarks.memory --backbones resnet50 --sizes 128 256 --batches 4 16
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -70,8 +72,8 @@ def main() -> None:
                     row["activations_per_pixel"] = (row["peak"] - row["built"]) / (batch * size * size)
                     print(json.dumps(row), flush=True)
                     rows.append(row)
-    if args.out:
-        args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if args.out:  # one JSON document, as every file under benchmarks/results/
+        args.out.write_text(json.dumps({"machine": platform.platform(), "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

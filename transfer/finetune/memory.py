@@ -1,9 +1,10 @@
 """Will fine-tuning fit in memory? The features stage's estimate (transfer/features/memory.py) with the activations
 that training keeps for the backward pass, the gradients and Adam's moments.
 
-Measured with `python -m benchmarks.finetune` (resnet50, 128 px, batch 16, TensorFlow CPU), the growth over the built
-model per pixel against inference: 1.7x with the top block trainable, 2.0x with three, 17x for every layer
-(BatchNorm training). Rounded up: 3x for up to FEW_BLOCKS blocks, 18x beyond (an estimate between the measured points).
+Measured with `python -m benchmarks.finetune` (resnet50, 128 px, batch 16, TensorFlow CPU;
+benchmarks/results/finetune_cpu.json), the growth over the built model against inference's: 1.7x with the top block
+trainable, 2.4x with three, 15x for every layer (BatchNorm training). Rounded up: 3x for up to FEW_BLOCKS blocks,
+18x beyond (an estimate between the measured points).
 """
 
 from __future__ import annotations
