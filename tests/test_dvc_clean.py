@@ -84,8 +84,11 @@ def test_after_a_fine_tuning_experiment_and_push_a_clone_pulls_the_fine_tuned_cl
     other = assert_a_clone_elsewhere_is_clean(repo, tmp_path)
     assert md5_of(other / "models/classifier.keras") == md5_of(repo / "models/classifier.keras")
     image = sorted((other / "data/images").rglob("*.jpg"))[0]
-    predicted = run(other, sys.executable, "-m", "transfer.artifacts.predict", str(image))
+    predicted = run(
+        other, sys.executable, "-m", "transfer.artifacts.predict", str(image), "--model", "models/classifier.keras"
+    )
     assert predicted.stdout.splitlines()[0] == str(image)
+    assert predicted.stderr == "predict: models/classifier.keras: fine-tuned: the top backbone blocks and the head\n"
 
 
 def test_after_a_head_experiment_kept_with_exp_apply_and_repro_status_is_clean(reproduced, tmp_path):

@@ -111,6 +111,7 @@ def test_predict_classifies_a_folder_and_names_each_bad_path(exported, feature_c
     printed = [line for line in result.stdout.splitlines() if not line.count("\t")]
     assert printed == [str(path) for path in good]  # every good image, in order, even though others failed
     assert result.stderr.splitlines() == [
+        f"predict: {exported / 'classifier.keras'}: the head on the frozen backbone",  # which model, first
         f"error: {fake}: not an image file (unrecognised content)",
         f"error: {missing}: no such file",
     ]
@@ -152,7 +153,9 @@ def test_predict_runs_from_any_directory_without_start_up_noise(exported, featur
     assert result.stdout.splitlines()[0] == str(image) and len(result.stdout.splitlines()) == 1 + len(
         json.loads((exported / "classes.json").read_text())
     )
-    assert result.stderr == ""  # no CUDA probing, oneDNN or absl lines on a machine without a GPU
+    # Only which model it used: no CUDA probing, oneDNN or absl lines on a machine without a GPU.
+    model = project / "models" / "classifier.keras"
+    assert result.stderr == f"predict: {model}: the head on the frozen backbone\n"
 
 
 @pytest.mark.e2e
@@ -314,7 +317,7 @@ def test_predict_reports_an_empty_folder_and_classifies_the_rest(exported, featu
     assert exit_.value.code == 1
     out, err = capsys.readouterr()
     assert out.splitlines()[0] == str(image)
-    assert err.splitlines() == [f"error: {empty}: no image files in this folder"]
+    assert err.splitlines()[1:] == [f"error: {empty}: no image files in this folder"]  # after which model it used
 
 
 @pytest.mark.e2e
@@ -326,9 +329,10 @@ def test_predict_json_is_one_document_in_every_case(exported, feature_cache, tmp
     fake.write_text("not an image")
     expected_errors = {str(fake): "not an image file (unrecognised content)", str(missing): "no such file"}
 
+    used = {"path": str(exported / "classifier.keras"), "kind": "the head on the frozen backbone"}
     with pytest.raises(SystemExit):  # every path unreadable
         main([fake, missing], exported / "classifier.keras", top=1, as_json=True)
-    assert json.loads(capsys.readouterr().out) == {"results": {}, "errors": expected_errors}
+    assert json.loads(capsys.readouterr().out) == {"model": used, "results": {}, "errors": expected_errors}
 
     with pytest.raises(SystemExit):  # some readable
         main([image, fake, missing], exported / "classifier.keras", top=1, as_json=True)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from transfer.artifacts.classifier import class_names
+from transfer.artifacts.classifier import KINDS, class_names
 from transfer.core import devices
 from transfer.core.cli import run
 from transfer.core.errors import StageError
@@ -223,12 +223,25 @@ def printable(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def which(model, model_path: Path) -> dict:
+    """The model predict uses, and which of the pipeline's it is (export names it: transfer/artifacts/classifier.py)."""
+    name = getattr(model, "name", None)
+    return {"path": str(model_path), "kind": KINDS.get(name, f"a classifier named {name}")}
+
+
 class JsonDocument:
-    """One JSON document written as results come: {"results": {...}, "errors": {...}[, "error": "..."]}."""
+    """One JSON document written as results come: {"model": {"path", "kind"}, "results": {...}, "errors": {...}}, with
+    "error" when nothing could be classified (no model: then no "model" either)."""
 
     def __init__(self):
-        self.results, self.errors = 0, {}
-        print('{"results": {', end="")
+        self.results, self.errors, self.started = 0, {}, False
+        print("{", end="")
+
+    def start(self, model: dict | None) -> None:
+        if model is not None:
+            print(f'"model": {json.dumps(model, ensure_ascii=False)}, ', end="")
+        print('"results": {', end="")
+        self.started = True
 
     def result(self, path: str, ranked: list[tuple[str, float]]) -> None:
         entries = [{"label": label, "probability": round(p, 6)} for label, p in ranked]
@@ -237,6 +250,8 @@ class JsonDocument:
         self.results += 1
 
     def close(self, fatal: str | None = None) -> None:
+        if not self.started:
+            self.start(None)
         tail = {"errors": self.errors, **({"error": fatal} if fatal is not None else {})}
         print(("\n" if self.results else "") + "}," + json.dumps(tail, indent=2, ensure_ascii=False)[1:], flush=True)
 
@@ -248,6 +263,11 @@ def main(paths: list[Path], model_path: Path, top: int, as_json: bool, classes_p
         if top < 1:
             raise StageError(f"--top must be at least 1, got {top}")
         model, classes, image_size = load_classifier(model_path, classes_path)
+        used = which(model, model_path)
+        if document:
+            document.start(used)
+        else:
+            print(f"predict: {used['path']}: {used['kind']}", file=sys.stderr, flush=True)
         for path, ranked, reason in classify(model, classes, image_size, paths, min(top, len(classes))):
             path = printable(path)
             if ranked is None:
