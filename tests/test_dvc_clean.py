@@ -1,9 +1,9 @@
 """The README's commands, end to end, leave DVC telling the truth. After each of them, in the checkout and in a clone at
 another path, plain `dvc status` says "Data and pipelines are up to date." and `dvc checkout`, `dvc pull` and
-`git checkout` with DVC's hooks exit 0: after `dvc repro`; after a fine-tuning experiment (and `dvc push`); after a
-head experiment kept with `dvc exp apply` and `dvc repro`; in a clone after `dvc pull` and the one `dvc repro` that
-makes its data/source, which reruns nothing else. A head experiment stores only the head; `python -m tools.verify`
-passes, then fails on a pin change.
+`git checkout` with DVC's hooks exit 0: after `dvc repro`; after a fine-tuning experiment (and `dvc push`); in a
+clone after `dvc pull` and the one `dvc repro` that makes its data/source, which reruns nothing else. (After a head
+experiment kept with `dvc exp apply` and `dvc repro`: tests/test_workflows.py, with the experiment's other checks.)
+`python -m tools.verify` passes, then fails on a pin change.
 
 All on the session's reproduced repository (tests/reproduced.py): each test works in a copy or a clone of it.
 """
@@ -24,10 +24,6 @@ CLEAN = "Data and pipelines are up to date."
 
 def output(result) -> str:
     return f"{result.stdout}\n{result.stderr}"
-
-
-def cache_bytes(repo: Path) -> int:
-    return sum(p.stat().st_size for p in (repo / ".dvc/cache/files").rglob("*") if p.is_file())
 
 
 def verify(repo: Path, *args: str):
@@ -89,21 +85,6 @@ def test_after_a_fine_tuning_experiment_and_push_a_clone_pulls_the_fine_tuned_cl
     )
     assert predicted.stdout.splitlines()[0] == str(image)
     assert predicted.stderr == "predict: models/classifier.keras: fine-tuned: the top backbone blocks and the head\n"
-
-
-def test_after_a_head_experiment_kept_with_exp_apply_and_repro_status_is_clean(reproduced, tmp_path):
-    repo = reproduced.copy(tmp_path / "repo")
-    before = cache_bytes(repo)
-    result = dvc(repo, "exp", "run", "evaluate", "-S", "train.dropout=0.3")  # the README's head experiment
-    assert stages_run(output(result)) == ["train", "evaluate"]
-    assert 0 < cache_bytes(repo) - before <= (repo / "models/head.keras").stat().st_size
-    git(repo, "checkout", "-q", "--", ".")  # back to the baseline, as after `dvc exp run --queue`
-    dvc(repo, "checkout", "--force")
-    name = dvc(repo, "exp", "list", "--name-only").stdout.split()[0]
-    dvc(repo, "exp", "apply", name)
-    kept = dvc(repo, "repro")  # the README's `dvc exp apply <exp> && dvc repro`
-    assert stages_run(output(kept)) == ["finetune", "export"]
-    assert_clean(repo)
 
 
 def test_verify_passes_on_the_run_and_fails_on_a_pin_change(reproduced, tmp_path):

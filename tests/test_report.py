@@ -136,6 +136,35 @@ def test_report_shows_metrics_params_f1_changes_and_the_image(project):
 
 
 @pytest.mark.e2e
+def test_dvc_metrics_and_params_diff_compare_the_two_commits(project):
+    repo = project.repo
+    old = json.loads(git(repo, "show", "main:metrics/test.json").stdout)
+    new = json.loads((repo / "metrics/test.json").read_text())
+    assert new["loss"] != old["loss"]
+
+    diff = json.loads(dvc(repo, "metrics", "diff", "main", "short", "--json").stdout)
+    changed = diff["metrics/test.json"]
+    assert changed["loss"] == {"old": old["loss"], "new": new["loss"], "diff": pytest.approx(new["loss"] - old["loss"])}
+    assert all(entry["old"] != entry["new"] for entry in changed.values())
+    full = json.loads(dvc(repo, "metrics", "diff", "main", "short", "--all", "--json").stdout)
+    accuracy = full["metrics/test.json"]["accuracy"]
+    assert (accuracy["old"], accuracy["new"]) == (old["accuracy"], new["accuracy"])
+    assert accuracy["diff"] == pytest.approx(new["accuracy"] - old["accuracy"])
+    assert set(full["metrics/test.json"]) == set(old)
+    assert {"metrics/train/metrics.json", "metrics/finetune/test.json", "metrics/audit/summary.json"} <= set(full)
+
+    md = dvc(repo, "metrics", "diff", "main", "short", "--md").stdout
+    assert md.lstrip().startswith("| Path") and "| main" in md and "| short" in md
+    assert any(line.startswith("| metrics/test.json") and "| loss" in line for line in md.splitlines())
+
+    params_diff = json.loads(dvc(repo, "params", "diff", "main", "short", "--json").stdout)
+    assert params_diff == {"params.yaml": {"train.epochs": {"old": 30, "new": 2, "diff": -28}}}
+    text = dvc(repo, "params", "diff", "main", "short", "--md").stdout
+    line = next(line for line in text.splitlines() if "train.epochs" in line)
+    assert "30" in line and "2" in line
+
+
+@pytest.mark.e2e
 def test_report_warns_when_the_pipeline_is_stale_or_outputs_uncommitted(project, tmp_path):
     repo = clone(project.repo, tmp_path / "clone")
     dvc(repo, "pull")

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from synthetic.datasets import make_archive
-from synthetic.repos import ROOT, commit_all, md5_of, pipeline_files, small_params, write_params
-from tests.helpers import make_repo, sh
+from synthetic.repos import ROOT, commit_all, pipeline_files, read_params, small_params, write_params
+from tests.helpers import sh
 from tests.http_server import FileServer
 
 USER, PASSWORD, QUERY = "urluser-q1w2", "urlpass-e3r4", "query-t5y6"
@@ -95,19 +94,22 @@ def test_readme_tools_and_pipelines_are_found():
 
 
 @pytest.mark.e2e
-def test_no_planted_secret_shows_anywhere(server, tmp_path, monkeypatch):
-    archive = tmp_path / "photos.zip"
-    make_archive(archive, layout="user", n_classes=3, per_class=8, size=32, extras=False)
+def test_no_planted_secret_shows_anywhere(reproduced, server, tmp_path, monkeypatch):
+    archive = reproduced.archive  # the session's: the stages after the download find their outputs up to date
     netrc = tmp_path / "netrc"
     netrc.write_text(f"machine 127.0.0.1\n  login {NETRC_LOGIN}\n  password {NETRC_PASSWORD}\n")
     netrc.chmod(0o600)
     with FileServer() as storage:  # another origin (port), as a signed storage URL is: it must get no credentials
-        target = storage.add("/storage/photos.zip", archive.read_bytes())
-        url = server.add("/private/photos.zip", b"", redirect=target)
-        repo = make_repo(tmp_path / "repo", small_params(url + "?download=1", md5_of(archive)))
+        target = storage.add(f"/storage/{archive.name}", archive.read_bytes())
+        url = server.add(f"/private/{archive.name}", b"", redirect=target)
+        repo = reproduced.copy(tmp_path / "repo")
+        params = read_params(repo)
+        params["data"]["url"] = url + "?download=1"
+        write_params(repo, params)
 
-        # Every pipeline with the token and header, then every tool on the committed run (tools.verify --rerun
-        # runs the pipelines again in a clone), then the download again with the netrc file alone.
+        # Every pipeline with the token and header (source and download run: data.url changed), then every tool on
+        # the committed run (tools.verify --rerun runs the pipeline again from scratch in a clone, with every stage),
+        # then the download again with the netrc file alone.
         plant(monkeypatch, netrc, environment=True)
         log, codes = run_everything(repo, tools=False)
         assert codes == [0] * len(codes), log[-3000:]
@@ -133,11 +135,11 @@ def test_no_planted_secret_shows_anywhere(server, tmp_path, monkeypatch):
         assert failed.returncode != 0 and "REQUESTS_CA_BUNDLE" in failed.stderr, failed.stderr[-3000:]
         log += failed.stdout + failed.stderr
 
-        hops = server.routes["/private/photos.zip"].requests
+        hops = server.routes[f"/private/{archive.name}"].requests
         assert any(TOKEN in str(hop["headers"]) for hop in hops)  # the channels were used...
         assert any(hop["headers"].get("Authorization") == "Basic " + NEEDLES["netrc as Basic"] for hop in hops)
         assert not any(USER in str(hop) or QUERY in str(hop) for hop in hops)  # ...the refused ones never
-        reached = storage.routes["/storage/photos.zip"].requests
+        reached = storage.routes[f"/storage/{archive.name}"].requests
     assert reached and not [leaks(str(request).encode()) for request in reached if leaks(str(request).encode())]
     assert not leaks(log.encode()), [line for line in log.splitlines() if leaks(line.encode())][:5]
     files = [p for p in repo.rglob("*") if p.is_file() and ".git" not in p.relative_to(repo).parts[:1]]
