@@ -225,8 +225,8 @@ def printable(path: str) -> str:
 
 def which(model, model_path: Path) -> dict:
     """The model predict uses, and which of the pipeline's it is (export names it: transfer/artifacts/classifier.py)."""
-    name = getattr(model, "name", None)
-    return {"path": str(model_path), "kind": KINDS.get(name, f"a classifier named {name}")}
+    name = str(getattr(model, "name", ""))
+    return {"path": str(model_path), "kind": KINDS.get(name, f"a classifier named {name!r}")}
 
 
 class JsonDocument:
