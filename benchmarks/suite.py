@@ -4,8 +4,10 @@
 
 Times `python -c "import keras"` in a fresh process (three times, the median), then the README's test command for
 the fast tier (`pytest -m "not e2e"`) and for the whole suite (`pytest`), each a fresh process with the suite's own
-settings (a worker per core), and then the Keras import again. Writes the seconds and the ratios: the suite in Keras
-imports of this machine, the unit that makes the figure comparable between a quiet machine and a busy one.
+settings (`-n auto`: a worker per core and one more, tests/conftest.py), then the whole suite again with a worker per
+core only (`--workers-per-core`, to compare), and then the Keras import again. Writes the seconds and the ratios: the
+suite in Keras imports of this machine, the unit that makes the figure comparable between a quiet machine and a
+busy one.
 """
 
 from __future__ import annotations
@@ -39,11 +41,16 @@ def keras_import() -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "suite_cpu.json")
+    parser.add_argument("--workers-per-core", action="store_true", help="also the whole suite with -n <cores>")
     args = parser.parse_args(argv)
+    cores = len(os.sched_getaffinity(0))
     load = os.getloadavg()[0]
     before = keras_import()
     fast, fast_status = seconds([sys.executable, "-m", "pytest", "-q", "-m", "not e2e", "-p", "no:cacheprovider"])
     whole, whole_status = seconds([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"])
+    per_core = None
+    if args.workers_per_core:
+        per_core = seconds([sys.executable, "-m", "pytest", "-q", "-n", str(cores), "-p", "no:cacheprovider"])
     after = keras_import()
     unit = (before + after) / 2
     figures = {
@@ -55,8 +62,13 @@ def main(argv: list[str] | None = None) -> None:
         "whole_suite_s": round(whole, 1),
         "whole_suite_in_keras_imports": round(whole / unit, 1),
         "whole_suite_exit_status": whole_status,
+        **(
+            {"whole_suite_worker_per_core_s": round(per_core[0], 1), "whole_suite_worker_per_core_exit": per_core[1]}
+            if per_core
+            else {}
+        ),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_name(), "cores_usable": len(os.sched_getaffinity(0)), "load_average_1min_before": load},
+        "machine": {"cpu": cpu_name(), "cores_usable": cores, "load_average_1min_before": load},
     }
     args.out.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(figures, indent=2))

@@ -42,7 +42,7 @@ def write_feature_cache(root: Path) -> dict[str, Path]:
     return {"features": features, "split": split}
 
 
-def run_heads(root: Path) -> dict:
+def run_heads(root: Path, heads: tuple[str, ...] = ("dense", "logistic")) -> dict:
     """train + evaluate on the fixed cache, per head: evaluate's return value (unrounded), the DVCLive summary,
     and the md5 of the two CSV files evaluate writes."""
     from stages.evaluate import evaluate
@@ -52,7 +52,7 @@ def run_heads(root: Path) -> dict:
 
     cache = write_feature_cache(root)
     results = {}
-    for head in ("dense", "logistic"):
+    for head in heads:
         out = root / head
         train(cache["features"], out / "head.keras", out / "live", TrainParams(head=head, **TRAIN))
         # No images: the top-losses picture shows each cell as "cannot show"; the golden values are the scores.

@@ -54,10 +54,15 @@ def inputs(cache: dict) -> tuple[Path, Path, Path]:
     return cache["features"], cache["split"], cache["images"]
 
 
+LOGISTIC = TrainParams(**{**SMALL_TRAIN, "head": "logistic"})  # scikit-learn: no TensorFlow training
+# The dense head trains with TensorFlow: its cases belong to the slow tier.
+HEADS = [pytest.param("dense", marks=pytest.mark.e2e), "logistic"]
+
+
 @pytest.fixture(scope="module")
 def evaluated(feature_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated")
-    train(feature_cache["features"], out / "head.keras", out / "live", TrainParams(**SMALL_TRAIN))
+    train(feature_cache["features"], out / "head.keras", out / "live", LOGISTIC)
     evaluate(*inputs(feature_cache), out / "head.keras", out / "metrics")
     return out / "metrics"
 
@@ -94,18 +99,13 @@ def test_missing_model_names_the_stage_to_run(feature_cache, tmp_path):
 GOLDEN = json.loads((Path(__file__).with_name("head_golden.json")).read_text(encoding="utf-8"))
 
 
-@pytest.fixture(scope="module")
-def golden_run(tmp_path_factory):
-    from tests.head_golden import run_heads
-
-    return run_heads(tmp_path_factory.mktemp("golden"))
-
-
-@pytest.mark.parametrize("head", ["dense", "logistic"])
-def test_train_and_evaluate_give_the_metrics_of_the_stages_as_they_were(golden_run, head):
+@pytest.mark.parametrize("head", HEADS)
+def test_train_and_evaluate_give_the_metrics_of_the_stages_as_they_were(tmp_path, head):
     """head_golden.json holds what train + evaluate gave on a fixed NumPy-made feature cache before evaluate ran on
     NumPy instead of Keras and scikit-learn (tests/head_golden.py says how it was made)."""
-    got, expected = golden_run[head], GOLDEN[head]
+    from tests.head_golden import run_heads
+
+    got, expected = run_heads(tmp_path, heads=(head,))[head], GOLDEN[head]
     assert set(got["test"]) == set(expected["test"]) == METRIC_KEYS
     for key, value in expected["test"].items():
         assert got["test"][key] == pytest.approx(value, abs=1e-6), key
@@ -116,8 +116,8 @@ def test_train_and_evaluate_give_the_metrics_of_the_stages_as_they_were(golden_r
     assert got["md5"] == expected["md5"]  # per_class.csv and predictions.csv byte for byte
 
 
-@pytest.mark.parametrize("head", ["dense", "logistic"])
-def test_numpy_forward_pass_equals_keras_on_saved_heads(golden_run, tmp_path_factory, head):
+@pytest.mark.parametrize("head", HEADS)
+def test_numpy_forward_pass_equals_keras_on_saved_heads(tmp_path_factory, head):
     import keras
 
     from tests.head_golden import write_feature_cache
@@ -147,7 +147,7 @@ def test_a_head_trained_on_other_features_is_an_error_naming_the_file(feature_ca
     from tests.head_golden import write_feature_cache
 
     cache = write_feature_cache(tmp_path / "other")  # 48 features per image; the session's cache has 2048
-    train(cache["features"], tmp_path / "head.keras", tmp_path / "live", TrainParams(**{**SMALL_TRAIN, "epochs": 1}))
+    train(cache["features"], tmp_path / "head.keras", tmp_path / "live", LOGISTIC)
     with pytest.raises(StageError, match=r"head\.keras takes 48 features per image, the cached features have 2048"):
         evaluate(*inputs(feature_cache), tmp_path / "head.keras", tmp_path / "metrics")
     assert not (tmp_path / "metrics").exists()

@@ -21,6 +21,7 @@ from synthetic.repos import (
     make_repo,
     small_params,
     stages_run,
+    write_params,
 )
 from tests.http_server import FileServer
 from tools import verify
@@ -29,12 +30,31 @@ pytestmark = pytest.mark.e2e
 FIRST_STAGES = ["source", "download", "extract"]
 
 
-def first_stages_repo(root: Path, url: str) -> Path:
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A git + DVC repository of the first three stages, made once: each test copies it and sets its data.url."""
+    root = tmp_path_factory.mktemp("first_stages")
     pipeline = copy_pipeline(root / "pipeline")
     spec = yaml.safe_load((pipeline / "dvc.yaml").read_text())
     spec = {"stages": {name: spec["stages"][name] for name in FIRST_STAGES}}
     (pipeline / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    return make_repo(root / "repo", small_params(url, None), source=pipeline)
+    return make_repo(root / "repo", small_params("unset.zip", None), source=pipeline)
+
+
+@pytest.fixture
+def first_stages_repo(template):
+    """first_stages_repo(root, url): a copy of the template in root/repo, data.url set and committed."""
+
+    def make(root: Path, url: str) -> Path:
+        def skip_dvc_tmp(folder: str, names: list[str]) -> list[str]:  # DVC's state, keyed by inode: rebuilt
+            return ["tmp"] if Path(folder) == template / ".dvc" else []
+
+        repo = Path(shutil.copytree(template, root / "repo", symlinks=True, ignore=skip_dvc_tmp))
+        write_params(repo, small_params(url, None))
+        commit_all(repo, "data.url")
+        return repo
+
+    return make
 
 
 status = dvc_status
@@ -45,7 +65,7 @@ def log(result) -> str:
 
 
 @pytest.mark.parametrize("scheme", ["path", "file://"])
-def test_a_local_archive_replaced_in_place_is_picked_up(tmp_path, scheme):
+def test_a_local_archive_replaced_in_place_is_picked_up(first_stages_repo, tmp_path, scheme):
     archive = tmp_path / "flowers.tar.gz"
     make_archive(archive, layout="legacy", n_classes=3, per_class=4, size=16)
     repo = first_stages_repo(tmp_path, archive.as_uri() if scheme == "file://" else str(archive))
@@ -68,7 +88,7 @@ def test_a_local_archive_replaced_in_place_is_picked_up(tmp_path, scheme):
     assert status(repo) == {}
 
 
-def test_an_http_archive_needs_no_network_for_status_or_a_second_repro(tmp_path):
+def test_an_http_archive_needs_no_network_for_status_or_a_second_repro(first_stages_repo, tmp_path):
     archive = tmp_path / "flowers.tar.gz"
     make_archive(archive, layout="legacy", n_classes=3, per_class=4, size=16)
     with FileServer() as server:
@@ -95,7 +115,7 @@ def changed_stages(repo: Path) -> list[str]:
     return sorted(status(repo))
 
 
-def test_a_latest_link_re_pointed_to_another_archive_is_a_change(tmp_path):
+def test_a_latest_link_re_pointed_to_another_archive_is_a_change(first_stages_repo, tmp_path):
     first, second = small_archive(tmp_path / "v1.tar.gz"), small_archive(tmp_path / "v2.tar.gz", n_classes=4)
     latest = tmp_path / "latest.tar.gz"
     latest.symlink_to(first)
@@ -111,7 +131,7 @@ def test_a_latest_link_re_pointed_to_another_archive_is_a_change(tmp_path):
     assert stages_run(log(dvc(repo, "repro"))) == FIRST_STAGES
 
 
-def test_a_relative_archive_in_the_repository_is_each_checkouts_own_file(tmp_path):
+def test_a_relative_archive_in_the_repository_is_each_checkouts_own_file(first_stages_repo, tmp_path):
     repo = first_stages_repo(tmp_path, "archives/flowers.tar.gz")
     small_archive(repo / "archives/flowers.tar.gz")
     dvc(repo, "repro")
@@ -127,7 +147,7 @@ def test_a_relative_archive_in_the_repository_is_each_checkouts_own_file(tmp_pat
 
 
 @pytest.mark.parametrize("cache_type", ["symlink", "copy"])  # a link into the cache, and a file of its own
-def test_an_archive_added_with_dvc_is_followed_under_every_cache_type(tmp_path, cache_type):
+def test_an_archive_added_with_dvc_is_followed_under_every_cache_type(first_stages_repo, tmp_path, cache_type):
     repo = first_stages_repo(tmp_path, "archives/flowers.tar.gz")
     dvc(repo, "config", "cache.type", cache_type)
     small_archive(repo / "archives/flowers.tar.gz")
@@ -145,7 +165,7 @@ def test_an_archive_added_with_dvc_is_followed_under_every_cache_type(tmp_path, 
     assert stages_run(log(dvc(repo, "repro"))) == FIRST_STAGES
 
 
-def test_a_clone_on_a_machine_without_the_archive_pulls_and_answers(tmp_path, capsys):
+def test_a_clone_on_a_machine_without_the_archive_pulls_and_answers(first_stages_repo, tmp_path, capsys):
     archive = small_archive(tmp_path / "archive-here/flowers.tar.gz")
     repo = first_stages_repo(tmp_path, str(archive))
     dvc(repo, "remote", "add", "-d", "storage", str(tmp_path / "remote"))

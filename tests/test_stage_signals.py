@@ -117,10 +117,10 @@ def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_pat
         assert sorted(p.name for p in (project / "data").iterdir()) == ["images", "split"]
 
 
-@pytest.mark.parametrize(
+@pytest.mark.parametrize(  # SIGTERM to every stage: tests/test_stage_faults.py
     ("signum", "status", "line"),
-    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
-    ids=["ctrl-c", "sigterm-to-group"],
+    [(signal.SIGINT, 130, "interrupted")],
+    ids=["ctrl-c"],
 )
 def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path, signum, status, line):
     """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the stage and every worker; a

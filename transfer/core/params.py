@@ -8,15 +8,15 @@ that names the key, the value and what is allowed, and an unknown key suggests t
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from transfer.core import params_file
+from transfer.core import params_messages as messages
 from transfer.core.errors import StageError
-from transfer.core.redact import credentials_in, redact
+from transfer.core.redact import credentials_in
 
 # features.backbone's choices: the keras.applications class each names and its input preprocessing ("caffe": RGB to
 # BGR minus the ImageNet mean; "tf": scaled to [-1, 1]; "none": built into the model).
@@ -196,61 +196,11 @@ SECTIONS: dict[str, type[Section]] = {
 }
 
 
-def _unknown(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key.split(".")[-1], [k.split(".")[-1] for k in known], n=1)
-    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-    hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(known)}"
-    return f"unknown key {key}{hint}"
-
-
-def _shown(key: str, value: Any) -> str:
-    """A value for a message: data.url without its secrets (user:password@, ?token=...)."""
-    return repr(redact(value) if key == "data.url" and isinstance(value, str) else value)
-
-
-def _allowed(section: type[Section], name: str) -> str:
-    """What a field accepts, in words, from its declaration: the choices of a Literal, the bounds of a number,
-    else its description."""
-    field = section.model_fields[name]
-    choices = getattr(field.annotation, "__args__", ())
-    if choices and all(isinstance(c, str) for c in choices):
-        return "one of: " + ", ".join(choices)
-    if field.annotation not in (int, float):
-        return field.description or ""
-    bound = {key: getattr(m, key) for m in field.metadata for key in ("gt", "ge", "lt", "le") if hasattr(m, key)}
-    if field.annotation is int:
-        upper = f" and <= {bound['le']}" if "le" in bound else ""
-        return f"an integer >= {bound.get('ge', 0)}{upper}"
-    if "gt" in bound and "lt" in bound:
-        return f"a number strictly between {bound['gt']} and {bound['lt']}"
-    if "ge" in bound and "lt" in bound:
-        return f"a number in [{bound['ge']}, {bound['lt']})"
-    if "gt" in bound and "le" in bound:
-        return f"a number in ({bound['gt']}, {bound['le']}]"
-    return "a positive finite number"
-
-
-def _problems(section: type[Section], values: dict, error: ValidationError) -> list[str]:
-    problems = []
-    for item in error.errors():
-        key = str(item["loc"][0])
-        full = f"{section.section}.{key}"
-        if item["type"] == "extra_forbidden":
-            problems.append(_unknown(full, [f"{section.section}.{k}" for k in section.model_fields]))
-        elif item["type"] == "missing":
-            problems.append(f"missing key {full}")
-        elif item["type"] == "value_error":  # our own validators say what is allowed
-            problems.append(f"{full} {str(item['ctx']['error'])}, got {_shown(full, values[key])}")
-        elif not any(p.startswith(f"{full} ") for p in problems):  # one line per key (a union reports each arm)
-            problems.append(f"{full} must be {_allowed(section, key)}, got {_shown(full, values[key])}")
-    return problems
-
-
 def validate(raw: Any, source: str = "params.yaml") -> Params:
     """Check a parsed params mapping; raise StageError listing every problem at once."""
     if not isinstance(raw, dict):
         raise StageError(f"{source}: expected a mapping with sections {', '.join(SECTIONS)}")
-    problems = [_unknown(str(key), list(SECTIONS)) for key in raw if key not in SECTIONS]
+    problems = [messages.unknown(str(key), list(SECTIONS)) for key in raw if key not in SECTIONS]
     sections = {}
     for name, section in SECTIONS.items():
         values = raw.get(name)
@@ -260,7 +210,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         try:
             sections[name] = section(**{str(k): v for k, v in values.items()})
         except ValidationError as error:
-            problems += _problems(section, values, error)
+            problems += messages.problems(section, values, error)
     if problems:  # DVC then names the stage that failed: say why it is that one, whatever section the key is in
         raise StageError(f"{source}: " + "; ".join(problems) + f" ({WHY_THIS_STAGE})")
     return Params.model_validate(sections)  # the validated sections, kept as they are
@@ -303,7 +253,8 @@ def check_unchanged() -> None:
     changed = sorted(key for key in _read if _value(before, key) != _value(now, key))
     if changed:
         details = ", ".join(
-            f"{key} {_shown(key, _value(before, key))} -> {_shown(key, _value(now, key))}" for key in changed
+            f"{key} {messages.shown(key, _value(before, key))} -> {messages.shown(key, _value(now, key))}"
+            for key in changed
         )
         raise StageError(
             f"{path} changed while the stage ran ({details}); its outputs were made with the old values, so "
