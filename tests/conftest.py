@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from tests.http_server import FileServer
 
 
 def pytest_configure(config) -> None:
+    # A shell starts a background job (`pytest ... &`, nohup) with SIGINT ignored, and every process the tests
+    # start would inherit that: the tests that send SIGINT stand for a terminal's Ctrl-C, so give it back.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if hasattr(config, "workerinput"):  # a worker: the controller's shared folder and server
         config.shared = json.loads(config.workerinput["shared"])
         return

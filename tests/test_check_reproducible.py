@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from synthetic import repos as scratch_repo
+from transfer.artifacts.keras_files import FIXED_TIME
 from tests import check_reproducible as cr
 
 DVC_YAML = {
@@ -36,10 +37,15 @@ def write_keras(path: Path, weights: bytes, date: str, object_id: int) -> None:
             "layers": [{"class_name": "Dense", "config": {"units": 4, "dtype": {"shared_object_id": object_id}}}],
         },
     }
+    members = {
+        "metadata.json": json.dumps({"keras_version": "3.15.1", "date_saved": date}),
+        "config.json": json.dumps(config),
+        "model.weights.h5": weights,
+    }
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.1", "date_saved": date}))
-        zf.writestr("config.json", json.dumps(config))
-        zf.writestr("model.weights.h5", weights)
+        for name, data in members.items():
+            # A fixed entry time, as keras_files writes: two runs a second apart must give the same bytes.
+            zf.writestr(zipfile.ZipInfo(name, date_time=FIXED_TIME), data)
 
 
 def write_lock(repo: Path, features_md5: str, head_md5: str, head_size: int) -> None:
