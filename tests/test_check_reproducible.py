@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from synthetic import repos as scratch_repo
-from transfer.artifacts.keras_files import FIXED_TIME
 from tests import check_reproducible as cr
+from transfer.artifacts.keras_files import FIXED_TIME
 
 DVC_YAML = {
     "stages": {

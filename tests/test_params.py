@@ -310,6 +310,20 @@ def test_run_exits_1_when_params_changed_while_the_stage_ran(fresh_tracking, cap
     run(lambda: params.load(fresh_tracking).train.seed)  # unchanged since this load: no exit
 
 
+def test_a_second_run_in_the_same_process_does_not_check_the_first_ones_params(fresh_tracking, tmp_path, monkeypatch):
+    """The tests (and a notebook) run a stage, then predict, in one process: predict reads no params, and must not
+    fail on the params.yaml of the folder it now runs in, which is not the one the stage read."""
+    from transfer.core.cli import run
+
+    monkeypatch.chdir(fresh_tracking.parent)
+    run(lambda: params.load().train.seed)  # a stage, from its repository: "params.yaml"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "params.yaml").write_text(yaml.safe_dump(with_value("train.seed", 1)))
+    monkeypatch.chdir(elsewhere)
+    run(lambda: None)  # predict: no exit
+
+
 # --- issue 26: repeated keys, upper bounds, credentials in data.url ------------------------------
 
 

@@ -57,6 +57,7 @@ def run(main: Callable[[], object]) -> None:
 
 def _run(main: Callable[[], object]) -> None:
     interrupted: list[int] = []
+    params.forget()
     try:
         # SIGTERM (`kill`, a CI job's timeout) and SIGHUP end every stage as Ctrl-C does: its `finally` clauses
         # remove the scratch, and one line says so (transfer/core/signals.py).

@@ -40,9 +40,10 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
-# What this process loaded, and the keys it has read since: transfer.core.cli.run checks those against params.yaml at
-# the end, since DVC records params.yaml as it is after the stage exits.
-_loaded: tuple[Path, dict] | None = None
+# What this run loaded (the path as named, the file it named then, its values) and the keys it has read since:
+# transfer.core.cli.run checks those against params.yaml at the end, since DVC records params.yaml as it is after
+# the stage exits.
+_loaded: tuple[Path, Path, dict] | None = None
 WHY_THIS_STAGE = "every stage checks all of params.yaml before any work, so whichever stage runs first reports it"
 _read: set[str] = set()
 
@@ -226,8 +227,16 @@ def load(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     raw = _read_yaml(path)
     loaded = validate(raw, str(path))
-    _loaded = (path, raw)
+    _loaded = (path, path.absolute(), raw)
     return loaded
+
+
+def forget() -> None:
+    """Start a run with nothing loaded or read: a second entry point run in the same process (predict from a
+    notebook, the tests) must not check the params file an earlier one read, in whatever folder that was."""
+    global _loaded
+    _loaded = None
+    _read.clear()
 
 
 def _value(raw: Any, key: str) -> Any:
@@ -245,9 +254,9 @@ def check_unchanged() -> None:
     """
     if _loaded is None:
         return
-    path, before = _loaded
+    path, file, before = _loaded
     try:
-        now = _read_yaml(path)
+        now = _read_yaml(file)
     except StageError as error:
         raise StageError(f"{path} changed while the stage ran and can no longer be read ({error})") from None
     changed = sorted(key for key in _read if _value(before, key) != _value(now, key))
