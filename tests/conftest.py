@@ -103,31 +103,12 @@ def _forget_credentials():
     redact.forget()
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Files with end-to-end tests first. pytest-xdist hands each worker whole files in this order, so the long
-    files start at once and the short ones fill the gaps, rather than one long file running alone at the end.
-    The first file that needs the session's reproduced repository leads (its worker builds it) and the other e2e
-    files follow it, so that the second worker runs them meanwhile rather than waiting for the same build."""
-    slow = {item.path for item in items if item.get_closest_marker("e2e")}
-    ordered = [item.path for item in items if "reproduced" in item.fixturenames]
-    first, needs_repository = (ordered[0] if ordered else None), set(ordered)
-
-    def rank(item) -> int:
-        if item.path == first:
-            return 0
-        if item.path in slow and item.path not in needs_repository:
-            return 1
-        return 2 if item.path in slow else 3
-
-    items.sort(key=rank)  # stable: each file's own order is kept
-
-
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject.toml): a worker per core the process may use and one more, as memory allows. The
     end-to-end tests spend much of their time waiting on the dvc, git and stage processes they start, so one more
-    worker than cores keeps the cores busy (2 cores: 436 s with 3 workers where 2 took about 500, measured side by
-    side on the same tree); a worker with the stages it starts peaks near 4 GiB, so a machine that shows many cores
-    but holds little memory gets fewer."""
+    worker than cores can keep the cores busy (on 2 cores neither setting has been clearly faster:
+    `python -m benchmarks.suite --workers-per-core` runs both side by side); a worker with the stages it starts
+    peaks near 4 GiB, so a machine that shows many cores but holds little memory gets fewer."""
     import os
 
     from transfer.core.machine_memory import available_memory
