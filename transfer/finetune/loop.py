@@ -93,16 +93,30 @@ def _finite(loss: float, what: str, epoch: int, config) -> None:
         )
 
 
+def padded(rows: np.ndarray, size: int) -> np.ndarray:
+    """rows with zero rows added up to `size`. TensorFlow traces a step again for each new batch shape (seconds per
+    trace for a ResNet50 on a CPU), so a short last batch is padded: one shape, one trace per run."""
+    return (
+        np.concatenate([rows, np.zeros((size - len(rows), *rows.shape[1:]), rows.dtype)]) if len(rows) < size else rows
+    )
+
+
 def _train_epoch(model, decoder, train, config, epoch: int, n_epochs: int) -> dict:
     paths, labels = train[:2]
     totals = np.zeros(2)
     with progress(desc=f"finetune epoch {epoch + 1}/{n_epochs}", unit="img", total=len(paths)) as bar:
         for images, batch_labels in training_batches(decoder, paths, labels, config.seed, epoch):
+            n, size = len(images), max(config.batch_size, len(images))
+            # Padding rows weigh 0, and the loss is a mean over the weights (transfer/finetune/model.py): the step
+            # learns from the real rows alone, as an unpadded one would.
+            weights = padded(np.ones(n, np.float32), size)
             with signals.deferred():  # a signal inside the backend's C++ code takes effect when the step returns
-                result = model.train_on_batch(images, batch_labels, return_dict=True)
+                result = model.train_on_batch(
+                    padded(images, size), padded(batch_labels, size), sample_weight=weights, return_dict=True
+                )
             _finite(float(result["loss"]), "training loss", epoch, config)
-            totals += len(images) * np.array([float(result["loss"]), float(result["accuracy"])])
-            bar.update(len(images))
+            totals += n * np.array([float(result["loss"]), float(result["accuracy"])])
+            bar.update(n)
             bar.set_postfix(loss=f"{totals[0] / bar.n:.4f}")
     return {"loss": totals[0] / len(paths), "accuracy": totals[1] / len(paths)}
 
@@ -112,7 +126,8 @@ def predict(model, decoder, paths: list[str]) -> np.ndarray:
     rows = []
     for images in decoder.batches(paths):
         with signals.deferred():
-            rows.append(np.asarray(model.predict_on_batch(images), dtype=np.float64))
+            scores = model.predict_on_batch(padded(images, max(decoder.batch_size, len(images))))
+        rows.append(np.asarray(scores, dtype=np.float64)[: len(images)])
     probabilities = np.concatenate(rows) if rows else np.zeros((0, model.output_shape[-1]))
     return probabilities / probabilities.sum(axis=1, keepdims=True)
 

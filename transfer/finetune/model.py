@@ -72,10 +72,18 @@ def build(features: params.FeaturesParams, config: params.FinetuneParams, head):
     unfrozen = unfreeze_top(extractor, head, config.unfreeze)
     images = keras.Input((features.image_size, features.image_size, 3), name="images")
     model = keras.Model(images, head(extractor(images)), name="finetune")
+    compile_for_training(model, config.learning_rate)
+    return model, extractor, unfrozen
+
+
+def compile_for_training(model, learning_rate: float) -> None:
+    """Adam at learning_rate on the cross-entropy, averaged over the sample weights: a short last batch is padded
+    with rows of weight 0 (loop.padded), which then count for nothing."""
+    import keras
+
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
+        weighted_metrics=["accuracy"],  # `metrics` would count the padding's rows too
     )
     model.optimizer.build(model.trainable_variables)  # its state exists from the start: a checkpoint restores it
-    return model, extractor, unfrozen
