@@ -64,6 +64,32 @@ def holding_decoding(env: dict[str, str], split_dir: Path, mark: Path) -> dict[s
     return holding(env, mark, HOLD_DECODING=f"/{last}")
 
 
+FEATURES_ARGS = ("data/images", "data/split", "data/features")
+
+
+def features_project(folder: Path, per_class: int = 30) -> Path:
+    """A folder with params.yaml, data/images and data/split: what the features stage reads (random-init resnet50 at
+    32 px, batches of 4)."""
+    import yaml
+
+    from stages.split import list_images, split_images, write_manifests
+    from synthetic.datasets import make_image_folders
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["features"].update(backbone="resnet50", weights=None, image_size=32, batch_size=4)
+    folder.mkdir(parents=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+    images = folder / "data" / "images"
+    make_image_folders(images, n_classes=3, per_class=per_class, size=32, seed=5, extras=False)
+    write_manifests(split_images(list_images(images), 0.2, 0.2, 42), folder / "data" / "split")
+    return folder
+
+
+def output_files(folder: Path) -> dict[str, bytes]:
+    """Every file under folder (POSIX relative path: bytes)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def run_stage(
     module: str, *args: str | Path, cwd: Path, params: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
@@ -112,7 +138,8 @@ def predict(model, classes: list[str], image_size: int, paths, top: int):
     return results, errors
 
 
-# Loads a classifier with nothing but Keras: the project is not importable, as for a `dvc artifacts get` client.
+# Loads classifiers with nothing but Keras: the project is not importable, as for a `dvc artifacts get` client.
+# Arguments: site-packages, the images (.npy), then each model file; prints one JSON line per model.
 PLAIN_CLIENT = """
 import json, os, sys, urllib.parse
 sys.path.append(sys.argv[1])  # site-packages alone: no .pth file runs, so the editable install's finder is absent
@@ -123,17 +150,19 @@ except ImportError:
 else:
     sys.exit(f"the project is importable: {transfer.__file__}")
 import keras, numpy as np
-model = keras.saving.load_model(sys.argv[2])
-names = [urllib.parse.unquote(n.replace(".", "%")) for n in model.layers[-1].name.split(">")[1:]]
-probabilities = np.asarray(model.predict_on_batch(np.load(sys.argv[3]))).tolist()
-print(json.dumps({"backend": keras.config.backend(), "classes": names, "probabilities": probabilities}))
+images = np.load(sys.argv[2])
+for path in sys.argv[3:]:
+    model = keras.saving.load_model(path)
+    names = [urllib.parse.unquote(n.replace(".", "%")) for n in model.layers[-1].name.split(">")[1:]]
+    probabilities = np.asarray(model.predict_on_batch(images)).tolist()
+    print(json.dumps({"backend": keras.config.backend(), "classes": names, "probabilities": probabilities}))
 """
 
 
-def assert_plain_keras_agrees(model_path: Path, images, backend: str, workdir: Path) -> None:
-    """model_path, loaded by `keras.saving.load_model` in a fresh Python that has site-packages but not the project
-    on the given Keras backend, names the classes and gives the probabilities (uint8 images) the project's loader
-    gives here."""
+def assert_plain_keras_agrees(model_paths: list[Path], images, backend: str, workdir: Path) -> None:
+    """Each model file, loaded by `keras.saving.load_model` in one fresh Python that has site-packages but not the
+    project, on the given Keras backend, names the classes and gives the probabilities (uint8 images) the project's
+    loader gives here."""
     import sysconfig
 
     import numpy as np
@@ -144,7 +173,7 @@ def assert_plain_keras_agrees(model_path: Path, images, backend: str, workdir: P
     (workdir / "client.py").write_text(PLAIN_CLIENT)
     env = {key: value for key, value in subprocess_env().items() if key != "PYTHONPATH"}
     result = subprocess.run(
-        [sys.executable, "-S", "client.py", sysconfig.get_paths()["purelib"], str(model_path), "images.npy"],
+        [sys.executable, "-S", "client.py", sysconfig.get_paths()["purelib"], "images.npy", *map(str, model_paths)],
         cwd=workdir,
         env={**env, "KERAS_BACKEND": backend},
         capture_output=True,
@@ -152,7 +181,8 @@ def assert_plain_keras_agrees(model_path: Path, images, backend: str, workdir: P
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
-    model, classes, _ = load_classifier(model_path)
-    assert answer["backend"] == backend and answer["classes"] == classes
-    np.testing.assert_allclose(answer["probabilities"], np.asarray(model.predict_on_batch(images)), atol=1e-5)
+    answers = [json.loads(line) for line in result.stdout.strip().splitlines()[-len(model_paths) :]]
+    for model_path, answer in zip(model_paths, answers, strict=True):
+        model, classes, _ = load_classifier(model_path)
+        assert answer["backend"] == backend and answer["classes"] == classes, model_path
+        np.testing.assert_allclose(answer["probabilities"], np.asarray(model.predict_on_batch(images)), atol=1e-5)

@@ -1,8 +1,9 @@
 """The README's commands, end to end, leave DVC telling the truth. After each of them, in the checkout and in a clone at
 another path, plain `dvc status` says "Data and pipelines are up to date." and `dvc checkout`, `dvc pull` and
-`git checkout` with DVC's hooks exit 0: after `dvc repro`; after a fine-tuning experiment (and `dvc push`); in a
-clone after `dvc pull` and the one `dvc repro` that makes its data/source, which reruns nothing else. (After a head
-experiment kept with `dvc exp apply` and `dvc repro`: tests/test_workflows.py, with the experiment's other checks.)
+`git checkout` with DVC's hooks exit 0: after `dvc repro`; after a fine-tuning experiment (stopped by SIGTERM, then
+resumed from its checkpoint by `dvc exp run`) and `dvc push`; in a clone after `dvc pull` and the one `dvc repro` that
+makes its data/source, which reruns nothing else. (After a head experiment kept with `dvc exp apply` and `dvc repro`:
+tests/test_workflows.py, with the experiment's other checks.)
 `python -m tools.verify` passes, then fails on a pin change.
 
 All on the session's reproduced repository (tests/reproduced.py): each test works in a copy or a clone of it.
@@ -10,12 +11,15 @@ All on the session's reproduced repository (tests/reproduced.py): each test work
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from synthetic.repos import clone, commit_all, dvc, git, md5_of, run, stages_run
+from synthetic.repos import clone, commit_all, dvc, git, md5_of, read_params, run, stages_run, write_params
+from tests.helpers import stage_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -67,12 +71,38 @@ def test_after_dvc_repro_status_is_clean_here_and_in_a_clone_elsewhere(reproduce
         assert md5_of(other / path) == md5_of(repo / path)
 
 
-def test_after_a_fine_tuning_experiment_and_push_a_clone_pulls_the_fine_tuned_classifier(reproduced, tmp_path):
+def test_a_fine_tuning_experiment_stopped_resumes_and_after_a_push_a_clone_pulls_the_fine_tuned_classifier(
+    reproduced, tmp_path
+):
     repo = reproduced.copy(tmp_path / "repo")
     dvc(repo, "remote", "modify", "storage", "url", str(tmp_path / "remote"))  # not the session's shared remote
     commit_all(repo, "own remote")
-    ran = dvc(repo, "exp", "run", "-S", "finetune.epochs=1")
+    params = read_params(repo)
+    params["finetune"]["epochs"] = 2
+    write_params(repo, params)
+
+    # Stopped in its second epoch (SIGTERM: a CI job cancelled): one line, and the first epoch's checkpoint stays.
+    checkpoint = repo / "models/.finetuned.tmp-resume/state.npz"
+    args = ["data/images", "data/split", "data/features", "models/head.keras", "models/finetuned", "metrics/finetune"]
+    command, env = stage_command("finetune", *args)
+    log = tmp_path / "stopped.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            wait_for(checkpoint.is_file, "the first epoch's checkpoint", timeout=300, process=process, log=log)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=120) == 128 + signal.SIGTERM
+        finally:
+            process.kill()
+    stopped = log.read_text()
+    assert stopped.replace("\r", "\n").strip().splitlines()[-1] == "terminated (SIGTERM)", stopped[-3000:]
+    assert "Traceback" not in stopped and checkpoint.is_file()
+
+    # The experiment (params.yaml as edited) resumes from the checkpoint, which DVC left alone.
+    ran = dvc(repo, "exp", "run")
     assert stages_run(output(ran)) == ["finetune", "export"]  # the features are cached: the head is not retrained
+    assert "finetune: resuming after epoch 1" in ran.stdout, ran.stdout[-3000:]
+    assert not checkpoint.parent.exists()
     assert (repo / "models/finetuned/weights.npz").is_file()
     assert_clean(repo)
     commit_all(repo, "fine-tuned")

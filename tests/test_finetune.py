@@ -98,12 +98,19 @@ def test_zero_epochs_imports_no_keras_and_gives_the_heads_results_and_model(logi
     assert [p.read_text() for p in curves] == ["step\taccuracy\n", "step\tloss\n", "step\taccuracy\n", "step\tloss\n"]
 
 
-def test_zero_epochs_exports_the_same_classifier_as_before_fine_tuning_existed(logistic, tmp_path):
-    run(logistic, tmp_path, epochs=0)
-    export(logistic["head"], tmp_path / "finetuned", logistic["features"], tmp_path / "classifier.keras", FEATURES)
+@pytest.fixture(scope="module")
+def head_classifier(logistic, tmp_path_factory) -> Path:
+    """The classifier exported after a run of 0 epochs: the head on the frozen backbone."""
+    out = tmp_path_factory.mktemp("head_classifier")
+    run(logistic, out, epochs=0)
+    export(logistic["head"], out / "finetuned", logistic["features"], out / "classifier.keras", FEATURES)
+    return out / "classifier.keras"
+
+
+def test_zero_epochs_exports_the_same_classifier_as_before_fine_tuning_existed(logistic, head_classifier):
     from transfer.artifacts.predict import load_classifier
 
-    model, classes, size = load_classifier(tmp_path / "classifier.keras")
+    model, classes, size = load_classifier(head_classifier)
     assert model.name == "classifier" and size == 32
     assert classes == json.loads((logistic["features"] / "classes.json").read_text())
 
@@ -160,6 +167,30 @@ def test_only_the_top_blocks_and_the_head_train_and_batchnorm_stays(prepared):
 
 
 @pytest.mark.e2e
+def test_a_padded_step_learns_what_the_unpadded_step_would():
+    import keras
+
+    from transfer.finetune.model import compile_for_training
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 4)).astype(np.float32), np.array([0, 2, 1])
+    models = []
+    for rows in (3, 5):  # the real rows, then the same rows padded to a batch of 5 with rows of weight 0
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        compile_for_training(model, 0.1)
+        weights = loop.padded(np.ones(3, np.float32), rows)
+        result = model.train_on_batch(
+            loop.padded(x, rows), loop.padded(y, rows), sample_weight=weights, return_dict=True
+        )
+        models.append((result, [np.asarray(w) for w in model.get_weights()]))
+    (plain, plain_weights), (padded, padded_weights) = models
+    assert padded["loss"] == pytest.approx(plain["loss"], rel=1e-6) and padded["accuracy"] == plain["accuracy"]
+    for a, b in zip(plain_weights, padded_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.e2e
 def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run_gives(
     prepared, finetuned, tmp_path, monkeypatch
 ):
@@ -206,10 +237,12 @@ def test_the_exported_finetuned_classifier_predicts_as_the_finetuned_model_score
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("backend", ["jax"])  # on TensorFlow: the exported classifier's client test, same layers
-def test_plain_keras_loads_the_finetuned_model_without_the_project(finetuned, tmp_path, backend):
+def test_plain_keras_on_jax_loads_the_finetuned_and_the_head_classifier_without_the_project(
+    finetuned, head_classifier, tmp_path
+):
+    # On TensorFlow: tests/test_export_predict.py, the head's classifier (the same layers).
     images = np.random.default_rng(1).integers(0, 256, (2, 45, 33, 3)).astype(np.uint8)
-    assert_plain_keras_agrees(finetuned / "classifier.keras", images, backend, tmp_path)
+    assert_plain_keras_agrees([finetuned / "classifier.keras", head_classifier], images, "jax", tmp_path)
 
 
 def test_augmentation_is_a_seeded_crop_and_flip(feature_cache):

@@ -13,8 +13,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.helpers import SMALL_FEATURES, stage_command
-from tests.test_interruption import FEATURES_ARGS, make_project
+from tests.helpers import FEATURES_ARGS, SMALL_FEATURES, features_project, stage_command
 from transfer.core.errors import StageError
 from transfer.core.params import FeaturesParams
 from transfer.features import memory
@@ -150,7 +149,7 @@ def test_an_image_size_the_machine_cannot_hold_stops_before_any_work(tmp_path):
     """The issue's case (image_size 4096 on 12 images), scaled to this machine: twice its memory."""
     import subprocess
 
-    project = make_project(tmp_path / "project", per_class=4)  # 12 images
+    project = features_project(tmp_path / "project", per_class=4)  # 12 images
     largest_part = max(len(Path(p).read_text().splitlines()) - 1 for p in (project / "data" / "split").glob("*.csv"))
     total = psutil.virtual_memory().total
     # ResNet50 keeps about 200 bytes per input pixel alive (docs/memory.md).
@@ -177,7 +176,7 @@ def test_an_image_size_the_machine_cannot_hold_stops_before_any_work(tmp_path):
 @pytest.mark.e2e
 def test_the_estimate_covers_the_measured_peak(tmp_path):
     """Honest: above what the stage really uses, and not wildly so (random-init resnet50, 128 px)."""
-    project = make_project(tmp_path / "project", per_class=20)
+    project = features_project(tmp_path / "project", per_class=20)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["features"].update(image_size=128, batch_size=16)
     (project / "params.yaml").write_text(yaml.safe_dump(params))

@@ -147,38 +147,3 @@ def test_own_data_three_classes_of_pngs_at_the_top_level(tmp_path, server):
     paths = [tmp_path / name for name in ("features", "split", "images", "head.keras", "metrics")]
     metrics = evaluate(*paths)
     assert metrics["n_test"] == 9 and metrics["accuracy"] > 0.5  # chance is 1/3
-
-
-@pytest.mark.e2e
-def test_finetune_sigterm_says_one_line_and_dvc_repro_resumes(reproduced, tmp_path):
-    import signal
-    import subprocess
-
-    from tests.helpers import stage_command, wait_for
-
-    path = reproduced.copy(tmp_path / "repo")
-    params = read_params(path)
-    params["finetune"]["epochs"] = 2
-    write_params(path, params)
-    checkpoint = path / "models/.finetuned.tmp-resume/state.npz"
-    args = ["data/images", "data/split", "data/features", "models/head.keras", "models/finetuned"]
-    command, env = stage_command("finetune", *args, "metrics/finetune")
-    log = tmp_path / "stderr.log"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(command, cwd=path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        try:
-            wait_for(checkpoint.is_file, "the first epoch's checkpoint", timeout=300, process=process, log=log)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=120) == 128 + signal.SIGTERM
-        finally:
-            process.kill()
-    lines = log.read_text().replace("\r", "\n").strip().splitlines()
-    assert lines[-1] == "terminated (SIGTERM)" and "Traceback" not in log.read_text()
-    assert checkpoint.is_file()
-
-    resumed = dvc(path, "repro", "finetune")  # its params changed: it runs, from the checkpoint
-    assert stages_run(f"{resumed.stdout}\n{resumed.stderr}") == ["finetune"]
-    assert "finetune: resuming after epoch 1" in resumed.stdout, resumed.stdout[-3000:]
-    assert not checkpoint.parent.exists()
-    assert json.loads(dvc(path, "status", "--json", "finetune").stdout) == {}
-    dvc(path, "checkout", "finetune")

@@ -15,9 +15,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from synthetic.repos import read_params, small_params, stages_restored, stages_run, subprocess_env, write_params
-from tests.helpers import dvc, holding_decoding, make_repo, stage_command, wait_for
-from tests.test_interruption import FEATURES_ARGS, make_project, output_files
+from synthetic.repos import small_params, stages_restored, stages_run, subprocess_env
+from tests.helpers import (
+    FEATURES_ARGS,
+    dvc,
+    features_project,
+    holding_decoding,
+    make_repo,
+    output_files,
+    stage_command,
+    wait_for,
+)
 from transfer.core import signals
 
 pytestmark = pytest.mark.e2e
@@ -108,7 +116,7 @@ def kill_while_decoding(project: Path, log: Path, kill, new_session: bool = Fals
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_path, signum):
     """SIGKILL to the main process only is what the OOM killer does; SIGTERM is `kill PID`."""
-    project = make_project(tmp_path / "project")
+    project = features_project(tmp_path / "project")
     log = tmp_path / "stage.log"
     process = kill_while_decoding(project, log, lambda process, _: os.kill(process.pid, signum))
     if signum == signal.SIGTERM:  # cleaned up as after any failure: no scratch output, a clear status
@@ -125,7 +133,7 @@ def test_workers_end_and_memory_is_freed_when_the_main_process_is_killed(tmp_pat
 def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path, signum, status, line):
     """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the stage and every worker; a
     service manager or CI runner stopping a job sends SIGTERM to the whole group."""
-    project = make_project(tmp_path / "project")
+    project = features_project(tmp_path / "project")
     log = tmp_path / "stage.log"
     process = kill_while_decoding(project, log, lambda process, _: os.killpg(process.pid, signum), new_session=True)
     output = log.read_text()
@@ -137,7 +145,7 @@ def test_ctrl_c_prints_one_line_and_leaves_nothing_behind(tmp_path, signum, stat
 
 def test_a_killed_worker_is_named_in_one_line(tmp_path):
     """The OOM killer may pick a decoding worker instead of the main process."""
-    project = make_project(tmp_path / "project")
+    project = features_project(tmp_path / "project")
     log = tmp_path / "stage.log"
     killed = []
 
@@ -156,21 +164,19 @@ def test_a_killed_worker_is_named_in_one_line(tmp_path):
     assert sorted(p.name for p in (project / "data").iterdir()) == ["images", "split"]
 
 
-def test_a_killed_process_group_leaves_nothing_after_a_run_cache_restore_or_a_rerun(tmp_path, archives):
+def test_a_killed_process_group_leaves_nothing_and_the_next_run_gives_a_clean_runs_bytes(tmp_path, archives):
     """`kill -9 -PGID` (a CI job cancelled, a container stopped) kills the stage, its workers and the resource
     tracker at once: nothing can clean up then. What is left must not outlive the next `dvc repro`, whether DVC
-    restores the stage's outputs from its run-cache or runs it again."""
+    restores the stage's outputs from its run-cache or runs it again, and a run after the kill gives exactly the
+    bytes of a run never killed."""
     archive, _ = archives["user_zip"]
     repo = make_repo(tmp_path / "repo", small_params(str(archive), None))
-    dvc(repo, "repro", "features")  # batch_size 32: these features are now in DVC's run-cache
+    dvc(repo, "repro", "features")  # the clean run: its features are now in DVC's run-cache too
     data = repo / "data"
     listing, expected = sorted(os.listdir(data)), output_files(data / "features")
 
-    params = read_params(repo)
-    params["features"]["batch_size"] = 2
-    write_params(repo, params)
     log = tmp_path / "repro.log"
-    command = [sys.executable, "-m", "dvc", "repro", "features"]
+    command = [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "features"]  # the same run, again
     env = holding_decoding(subprocess_env(), data / "split", held(log))  # still decoding when the group is killed
     with open(log, "wb") as output:
         process = subprocess.Popen(
@@ -188,16 +194,13 @@ def test_a_killed_process_group_leaves_nothing_after_a_run_cache_restore_or_a_re
             process.wait()
         kill_leftovers(children)
 
-    params["features"]["batch_size"] = 32  # back to a value DVC has seen: restored from the run-cache
-    write_params(repo, params)
-    assert stages_restored(dvc(repo, "repro", "features").stdout) == ["features"]
+    assert stages_restored(dvc(repo, "repro", "features").stdout) == ["features"]  # from the run-cache
     assert sorted(os.listdir(data)) == listing  # no scratch beside the output
     assert output_files(data / "features") == expected  # nor inside it
 
-    params["features"]["batch_size"] = 2  # a value it has not finished: the stage runs
-    write_params(repo, params)
-    assert stages_run(dvc(repo, "repro", "features").stdout) == ["features"]
+    assert stages_run(dvc(repo, "repro", "--force", "--single-item", "features").stdout) == ["features"]
     assert sorted(os.listdir(data)) == listing
+    assert output_files(data / "features") == expected  # byte for byte the clean run's
     assert not segments & set(os.listdir(SHM))  # the killed run's shared memory is gone
 
 
