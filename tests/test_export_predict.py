@@ -38,6 +38,29 @@ def exported(feature_cache, tmp_path_factory):
     return models
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _each_model_file_built_once():
+    """Most tests here load the one exported classifier: Keras builds a model from a file (and traces it on its first
+    batch) once per file and worker, about two seconds each time otherwise. load_classifier's own checks still run
+    on every call; a file that changes, or another file, is loaded again."""
+    from transfer.core import devices
+
+    keras = devices.use("tensorflow")
+    built = {}
+    load_model = keras.models.load_model
+
+    def load_once(path, *args, **kwargs):
+        stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, args, tuple(sorted(kwargs.items())))
+        if key not in built:
+            built[key] = load_model(path, *args, **kwargs)
+        return built[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keras.models, "load_model", load_once)
+        yield
+
+
 def run_predict(*args) -> subprocess.CompletedProcess:
     """The `predict` command's entry point as the console script calls it (arguments, exit status, stdout and
     stderr), in this process: no Keras start-up per call. test_predict_runs_from_any_directory_without_start_up_noise
