@@ -205,6 +205,19 @@ def test_local_path_and_file_url(tmp_path, paths):
     assert partial_files(paths) == []
 
 
+def test_the_source_stage_links_a_path_and_its_file_url_to_the_same_archive(tmp_path):
+    """data/source, what DVC hashes, is the same link for either spelling of data.url: DVC follows the same file
+    (replaced in place, under `dvc status` and `dvc repro`: tests/test_local_archive.py, with a path)."""
+    from stages.source import write_source
+
+    archive = tmp_path / "source dir" / "archive.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(BODY)
+    write_source(str(archive), tmp_path / "a" / "source")
+    write_source(archive.as_uri(), tmp_path / "b" / "source")  # file:///.../source%20dir/archive.zip
+    assert (tmp_path / "a" / "source").readlink() == (tmp_path / "b" / "source").readlink() == archive
+
+
 def test_local_path_missing_or_wrong(tmp_path, paths):
     with pytest.raises(StageError, match="not a file"):
         fetch(str(tmp_path / "nope.zip"), paths)

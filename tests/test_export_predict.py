@@ -266,7 +266,7 @@ def test_class_names_of_any_spelling_survive_the_layer_name():
 
 @pytest.mark.e2e
 def test_plain_keras_loads_the_classifier_without_the_project(exported, tmp_path):
-    # On JAX, with the fine-tuned classifier: tests/test_finetune.py.
+    # On JAX: the fine-tuned classifier (the same layers), tests/test_finetune.py.
     images = np.random.default_rng(0).integers(0, 256, (3, 50, 40, 3)).astype(np.uint8)
     assert_plain_keras_agrees([exported / "classifier.keras"], images, "tensorflow", tmp_path)
 

@@ -107,7 +107,9 @@ def test_push_then_pull_in_a_clone_skips_every_stage_but_the_source_link(reprodu
     result = dvc(repo, "repro")
     assert stages_run(output(result)) == ["source"] and stages_restored(output(result)) == []
     assert "features" in stages_skipped(output(result))
-    assert status(repo) == {}
+    assert status(repo) == {} and UP_TO_DATE in dvc(repo, "status").stdout  # plain `dvc status`, every stage
+    checkout = dvc(repo, "checkout", check=False)
+    assert checkout.returncode == 0 and "failed" not in output(checkout).lower(), output(checkout)
     for path in ("data/features/train/features.npy", "models/head.keras", "models/classifier.keras"):
         assert md5_of(repo / path) == md5_of(reproduced.path / path)
     assert git(repo, "status", "--porcelain").stdout == ""
