@@ -1,5 +1,6 @@
 """The comparison logic of tests/check_reproducible.py: it must name every file that differs between two runs,
-byte for byte, with nothing masked (models included: transfer/artifacts/keras_files.py writes them byte-stable)."""
+byte for byte, with nothing masked (models included: transfer/artifacts/keras_files.py writes them byte-stable). Then
+the check itself, on the pipeline (the last test): the one place the suite pays for a second full run."""
 
 from __future__ import annotations
 
@@ -283,3 +284,27 @@ def test_reproduce_reports_a_stage_that_runs_again(tmp_path):
     assert report.stages == ["make"]
     assert any(p.startswith("run 1: dvc status is not clean after dvc repro") for p in report.problems)
     assert "run 1: a second dvc repro reran stage(s) make" in report.problems
+
+
+# ------------------------------------------------------------------------------------------- the pipeline, twice
+
+
+@pytest.mark.e2e
+def test_a_second_run_from_scratch_gives_the_same_bytes(reproduced, tmp_path, monkeypatch):
+    """Same params, same bytes: a second run from scratch, in a fresh repository at another path with its own empty
+    cache, gives the session's reproduced repository's outputs byte for byte (the split manifests, the feature
+    arrays, the models, the metrics and every other declared output) and the same dvc.lock; in each, `dvc status` is
+    clean and a second `dvc repro` runs nothing (CI runs it once, as part of the suite)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # GPU runs (mixed precision, XLA) need not be bit-identical
+    repo = scratch_repo.make_repo(
+        tmp_path / "elsewhere" / "run2",
+        scratch_repo.read_params(reproduced.path),
+        source=scratch_repo.copy_pipeline(tmp_path / "p"),
+    )
+    report = cr.reproduce(repo, "run 2")
+    assert report.problems == []
+    first = reproduced.copy(tmp_path / "run1")
+    assert cr.compare_runs(first, repo) == []
+    files = cr.output_files(first, cr.declared_outputs(first))
+    assert {"models/classifier.keras", "models/head.keras", "data/split/train.csv"} <= set(files)
+    assert any(f.startswith("data/features/") and f.endswith(".npy") for f in files)

@@ -309,7 +309,7 @@ def test_report_workflow_step_without_a_remote_runs_dvc_repro(project, tmp_path)
     repo = clone(project.repo, tmp_path / "pr")
     dvc(repo, "remote", "remove", "storage")
     # No remote, but DVC's cache kept from an earlier job (as actions/cache keeps it): `dvc repro` brings the
-    # features back from its run-cache. (A whole run from scratch giving the same bytes: tests/test_reproducible.py.)
+    # features back from its run-cache. (A whole run from scratch giving the same bytes: test_check_reproducible.)
     shutil.copytree(project.repo / ".dvc/cache", repo / ".dvc/cache", copy_function=os.link)
     result = run_step(repo, "Bring the pipeline up to date", {"DVC_REMOTE_URL": ""})
     assert result.returncode == 0, result.stderr[-4000:]

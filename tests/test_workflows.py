@@ -5,7 +5,7 @@ commits: tests/test_report.py, whose fixture commits a second run.)
 
 Every test works in a copy of that repository or in a `git clone` of it that pulls its data from its local DVC
 remote, and so reruns at most the head stages. Determinism (a second run from scratch, every output compared) is
-tests/test_reproducible.py.
+tests/test_check_reproducible.py.
 """
 
 from __future__ import annotations
