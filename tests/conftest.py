@@ -79,19 +79,27 @@ def server():
 
 
 @pytest.fixture(scope="session")
-def feature_cache(tmp_path_factory) -> dict[str, Path]:
-    """Generated images, their split and cached features, made in-process once per session."""
-    from stages.features import extract_features
-    from stages.split import list_images, split_images, write_manifests
-    from synthetic.datasets import make_image_folders
-    from transfer.core.params import FeaturesParams
+def feature_cache(pytestconfig) -> dict[str, Path]:
+    """Generated images, their split and cached features, made in-process once per session (by the first worker
+    that asks, under a file lock in the controller's shared folder) and only read after."""
+    from filelock import FileLock
 
-    root = tmp_path_factory.mktemp("cache")
-    images, split, features = root / "images", root / "split", root / "features"
-    make_image_folders(images, n_classes=4, per_class=15, size=40, seed=3, extras=False)
-    write_manifests(split_images(list_images(images), 0.2, 0.2, 0), split)
-    extract_features(images, split, features, FeaturesParams(**SMALL_FEATURES))
-    return {"root": root, "images": images, "split": split, "features": features}
+    root = Path(pytestconfig.shared["folder"]) / "feature_cache"
+    paths = {"root": root, "images": root / "images", "split": root / "split", "features": root / "features"}
+    made = root.with_suffix(".made")  # beside the folder: only the three folders are inside it
+    with FileLock(root.with_suffix(".lock")):
+        if not made.exists():
+            from stages.features import extract_features
+            from stages.split import list_images, split_images, write_manifests
+            from synthetic.datasets import make_image_folders
+            from transfer.core.params import FeaturesParams
+
+            shutil.rmtree(root, ignore_errors=True)  # what a failed attempt left
+            make_image_folders(paths["images"], n_classes=4, per_class=15, size=40, seed=3, extras=False)
+            write_manifests(split_images(list_images(paths["images"]), 0.2, 0.2, 0), paths["split"])
+            extract_features(paths["images"], paths["split"], paths["features"], FeaturesParams(**SMALL_FEATURES))
+            made.touch()
+    return paths
 
 
 @pytest.fixture(autouse=True)

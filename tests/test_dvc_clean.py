@@ -1,10 +1,10 @@
 """The README's commands, end to end, leave DVC telling the truth. After each of them, in the checkout and in a clone at
 another path, plain `dvc status` says "Data and pipelines are up to date." and `dvc checkout`, `dvc pull` and
-`git checkout` with DVC's hooks exit 0: after `dvc repro`; after a fine-tuning experiment (stopped by SIGTERM, then
-resumed from its checkpoint by `dvc exp run`) and `dvc push`, in the checkout and in a clone after `dvc pull` and the
-one `dvc repro` that makes its data/source, which reruns nothing else. (A clone of the first run after `dvc pull`, and
-a head experiment kept with `dvc exp apply` and `dvc repro`: tests/test_workflows.py, with the experiment's other
-checks.)
+`git checkout` with DVC's hooks exit 0 after a fine-tuning experiment (stopped by SIGTERM, then resumed from its
+checkpoint by `dvc exp run`) and `dvc push`, in the checkout and in a clone after `dvc pull` and the one `dvc repro`
+that makes its data/source, which reruns nothing else. (After the first `dvc repro`, in the checkout and in a clone
+after `dvc pull`, and after a head experiment kept with `dvc exp apply` and `dvc repro`: tests/test_workflows.py, with
+the experiments' other checks.)
 `python -m tools.verify` passes, then fails on a pin change.
 
 All on the session's reproduced repository (tests/reproduced.py): each test works in a copy or a clone of it.
@@ -61,14 +61,6 @@ def assert_a_clone_elsewhere_is_clean(repo: Path, tmp_path: Path) -> Path:
         assert switched.returncode == 0 and "ERROR" not in output(switched), output(switched)
     assert_clean(other)
     return other
-
-
-def test_after_dvc_repro_status_is_clean(reproduced, tmp_path):
-    # A clone of this run after `dvc pull`: tests/test_workflows.py; the clone's git checkouts with DVC's hooks: the
-    # fine-tuning experiment's clone below.
-    repo = reproduced.copy(tmp_path / "repo")
-    assert stages_run(output(dvc(repo, "repro"))) == []
-    assert_clean(repo)
 
 
 def test_a_fine_tuning_experiment_stopped_resumes_and_after_a_push_a_clone_pulls_the_fine_tuned_classifier(

@@ -61,16 +61,6 @@ def test_stage_logs_carry_no_cuda_start_up_noise_without_a_gpu(reproduced):
 
 
 @pytest.mark.e2e
-def test_second_repro_runs_nothing_and_status_is_clean(reproduced, tmp_path):
-    path = reproduced.copy(tmp_path / "repo")
-    lock = (path / "dvc.lock").read_bytes()
-    again = repro(path)
-    assert stages_run(again) == [] and stages_restored(again) == []
-    assert json.loads(dvc(path, "status", "--json").stdout) == {}
-    assert (path / "dvc.lock").read_bytes() == lock
-
-
-@pytest.mark.e2e
 def test_metrics_and_plots_are_declared(reproduced, tmp_path):
     path = reproduced.copy(tmp_path / "repo")
     shown = json.loads(dvc(path, "metrics", "show", "--json").stdout)

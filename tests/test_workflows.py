@@ -92,6 +92,8 @@ def test_second_repro_runs_nothing_and_status_is_clean_offline(reproduced, tmp_p
     assert UP_TO_DATE in output(result)
     assert (repo / "dvc.lock").read_bytes() == lock
     assert git(repo, "status", "--porcelain").stdout == ""
+    checkout = dvc(repo, "checkout", check=False)
+    assert checkout.returncode == 0 and "failed" not in output(checkout).lower(), output(checkout)
 
 
 # ------------------------------------------------------------------------------------------- shared cache
