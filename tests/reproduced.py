@@ -37,12 +37,14 @@ class Reproduced:
 
     def copy(self, dest: Path) -> Path:
         """A copy to change: its files, git history and DVC cache (hard links where files never change: DVC's
-        cache and git's objects)."""
+        cache, git's objects and the .keras models, which DVC and the stages replace, never rewrite in place; the
+        classifier alone is about 100 MB, copied some twenty times a session otherwise)."""
         source = self.path
 
         def link_or_copy(src: str, dst: str) -> None:
             parts = Path(src).relative_to(source).parts
-            if parts[:2] in ((".dvc", "cache"), (".git", "objects")):
+            model = parts[0] == "models" and src.endswith(".keras")
+            if model or parts[:2] in ((".dvc", "cache"), (".git", "objects")):
                 os.link(src, dst)
             else:
                 shutil.copy2(src, dst)

@@ -221,10 +221,10 @@ def test_reruns_give_the_same_bytes_and_resuming_gives_what_an_uninterrupted_run
 
 
 @pytest.mark.e2e
-def test_the_exported_finetuned_classifier_predicts_as_the_finetuned_model_scored(prepared, finetuned):
+def test_the_exported_finetuned_classifier_predicts_as_the_finetuned_model_scored(prepared, finetuned, capsys):
     import pandas as pd
 
-    from transfer.artifacts.predict import load_classifier
+    from transfer.artifacts.predict import load_classifier, main
     from transfer.core.images import load_image
 
     model, classes, image_size = load_classifier(finetuned / "classifier.keras")
@@ -234,6 +234,10 @@ def test_the_exported_finetuned_classifier_predicts_as_the_finetuned_model_score
     images = np.stack([load_image(prepared["images"] / path, 32) for path in scored["path"]])
     predicted = np.asarray(model.predict_on_batch(images)).argmax(axis=1)
     assert [classes[i] for i in predicted] == scored["predicted"].tolist()
+
+    main([prepared["images"] / scored["path"][0]], finetuned / "classifier.keras", top=1, as_json=False)
+    kind = "fine-tuned: the top backbone blocks and the head"  # predict says which model it used
+    assert capsys.readouterr().err == f"predict: {finetuned / 'classifier.keras'}: {kind}\n"
 
 
 @pytest.mark.e2e
