@@ -114,9 +114,11 @@ def _forget_credentials():
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject.toml): a worker per core the process may use and one more, as memory allows. The
     end-to-end tests spend much of their time waiting on the dvc, git and stage processes they start, so one more
-    worker than cores can keep the cores busy (on 2 cores neither setting has been clearly faster:
-    `python -m benchmarks.suite --workers-per-core` runs both side by side); a worker with the stages it starts
-    peaks near 4 GiB, so a machine that shows many cores but holds little memory gets fewer."""
+    worker than cores can keep the cores busy. On 2 cores neither setting has been clearly faster: `python -m
+    benchmarks.suite --workers-per-core` runs both side by side (benchmarks/results/suite_cpu.json); a worker per
+    core came out ahead in the last two such runs, by less than repeated runs of one setting differed (by hand, not
+    kept), so the default stays. A worker with the stages it starts peaks near 4 GiB, so a machine that shows many
+    cores but holds little memory gets fewer."""
     import os
 
     from transfer.core.machine_memory import available_memory
