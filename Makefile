@@ -27,10 +27,10 @@ lock:  ## recompile requirements*.txt from pyproject.toml's dependencies, keepin
 lock-check:  ## are requirements*.txt what pyproject.toml compiles to? (uv, in a temporary folder)
 	$(BIN)/python .ci/locks.py --check
 
-test-fast:  ## the tests without dvc and subprocess runs (62.6 s on 2 cores: benchmarks/results/suite_cpu.json)
+test-fast:  ## the tests without dvc and subprocess runs (54.6 s on 2 cores: benchmarks/results/suite_cpu.json)
 	$(BIN)/python -m pytest -m "not e2e"
 
-test:  ## every test (424.4 s on 2 cores; -n 0 for one process)
+test:  ## every test (389.2 s on 2 cores; -n 0 for one process)
 	$(BIN)/python -m pytest
 
 verify:  ## is the committed dvc.lock up to date with the code, params and data? (python -m tools.verify)

