@@ -7,6 +7,14 @@ import numpy as np
 from transfer.core import signals
 
 
+def padded(rows: np.ndarray, size: int) -> np.ndarray:
+    """rows with zero rows added up to `size`. A JIT, or TensorFlow tracing a step, compiles again for each new batch
+    shape (seconds per trace for a ResNet50 on a CPU), so a short last batch is padded: one shape, one compilation."""
+    return (
+        np.concatenate([rows, np.zeros((size - len(rows), *rows.shape[1:]), rows.dtype)]) if len(rows) < size else rows
+    )
+
+
 class Extractor:
     """The model compiled for one backend, as a function of a uint8 image batch giving float32 features.
 
@@ -39,8 +47,8 @@ class Extractor:
 
     def start(self, images: np.ndarray):
         n = len(images)
-        if self.pad and n < self.batch_size:
-            images = np.concatenate([images, np.zeros((self.batch_size - n, *images.shape[1:]), images.dtype)])
+        if self.pad:
+            images = padded(images, self.batch_size)
         with signals.deferred():  # a signal during the backend's C++ code takes effect when it returns
             return self.run(images), n
 

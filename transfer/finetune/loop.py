@@ -24,6 +24,7 @@ import numpy as np
 from transfer.core import signals
 from transfer.core.errors import StageError
 from transfer.core.progress import progress
+from transfer.features.compiled_backbone import padded
 from transfer.finetune.data import training_batches
 
 
@@ -91,14 +92,6 @@ def _finite(loss: float, what: str, epoch: int, config) -> None:
             f"fine-tuning diverged: the {what} became {loss} in epoch {epoch + 1} with finetune.learning_rate "
             f"{config.learning_rate}; lower finetune.learning_rate in params.yaml (the default is 1e-05), then rerun"
         )
-
-
-def padded(rows: np.ndarray, size: int) -> np.ndarray:
-    """rows with zero rows added up to `size`. TensorFlow traces a step again for each new batch shape (seconds per
-    trace for a ResNet50 on a CPU), so a short last batch is padded: one shape, one trace per run."""
-    return (
-        np.concatenate([rows, np.zeros((size - len(rows), *rows.shape[1:]), rows.dtype)]) if len(rows) < size else rows
-    )
 
 
 def _train_epoch(model, decoder, train, config, epoch: int, n_epochs: int) -> dict:
